@@ -1,0 +1,5 @@
+"""Allow ``python -m pyrauc``."""
+
+from pyrauc.cli import main
+
+raise SystemExit(main())
