@@ -1,0 +1,49 @@
+"""Shared helpers for the benchmarks: run a command, measure wall time and peak RSS, print ratios.
+
+Benchmarks are scripts, not tests: they report numbers side by side with Debian's rauc and never
+assert on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Measurement:
+    seconds: float
+    peak_rss_kib: int
+
+
+def measure(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Measurement:
+    """Run ``argv`` to completion; wall time and peak RSS of the process tree's largest member."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(argv), cwd=cwd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {stderr.strip()[-500:]}")
+    return Measurement(elapsed, int(usage.ru_maxrss))
+
+
+def pyrauc_cmd() -> list[str]:
+    return [sys.executable, "-m", "pyrauc"]
+
+
+def report(title: str, ours: Measurement, theirs: Measurement) -> str:
+    t_ratio = ours.seconds / theirs.seconds if theirs.seconds else float("inf")
+    m_ratio = ours.peak_rss_kib / theirs.peak_rss_kib if theirs.peak_rss_kib else float("inf")
+    return (f"{title:<44} pyrauc {ours.seconds:8.2f} s {ours.peak_rss_kib / 1024:8.1f} MiB | "
+            f"rauc {theirs.seconds:8.2f} s {theirs.peak_rss_kib / 1024:8.1f} MiB | "
+            f"time x{t_ratio:5.2f}  mem x{m_ratio:5.2f}")

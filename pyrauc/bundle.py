@@ -1,0 +1,590 @@
+"""Bundles: create, open, check, extract, resign, replace the signature, encrypt.
+
+A bundle is ``payload || CMS (DER) || uint64 big-endian CMS size``. The payload is a squashfs
+(plain), a squashfs followed by its dm-verity hash tree (verity), or an AES-256-CBC encrypted
+squashfs followed by the hash tree over the ciphertext (crypt). The CMS is SignedData (detached
+for plain, with the manifest inside for verity/crypt), or, for encrypted crypt bundles,
+EnvelopedData around that SignedData. See ``shared/reference/rauc.md`` section 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from pyrauc import crypt, envelope, keys, signature, squashfs, verity
+from pyrauc.errors import BundleError, EnvelopeError, ManifestError, RaucError, SignatureError
+from pyrauc.manifest import Manifest
+from pyrauc.progress import Progress
+from pyrauc.signature import Keyring, Verified
+
+BUNDLE_FORMATS = ("plain", "verity", "crypt")
+DEFAULT_MAX_SIGNATURE_SIZE = 64 * 1024
+PLAIN_MAX_PAYLOAD = 2**31 - 1
+COPY_CHUNK = 4 * 1024 * 1024
+
+Log = Callable[[str], None]
+
+
+def _no_log(msg: str) -> None:
+    pass
+
+
+def format_size(size: int) -> str:
+    """GLib's g_format_size with G_FORMAT_SIZE_IEC_UNITS ("64.0 KiB")."""
+    if size < 1024:
+        return f"{size} bytes" if size != 1 else "1 byte"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        value /= 1024
+        if value < 1024 or unit == "EiB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_size_long(size: int) -> str:
+    """GLib's g_format_size_full(G_FORMAT_SIZE_LONG_FORMAT): "65.5 kB (65536 bytes)"."""
+    if size < 1000:
+        short = f"{size} bytes" if size != 1 else "1 byte"
+        return short
+    value = float(size)
+    for unit in ("kB", "MB", "GB", "TB", "PB", "EB"):
+        value /= 1000
+        if value < 1000 or unit == "EB":
+            return f"{value:.1f} {unit} ({size} bytes)"
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------------------------
+# output files: never leave a partial file behind, never clobber an existing one
+
+@contextlib.contextmanager
+def _new_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it becomes ``path`` (no clobbering)."""
+    if path.exists() or path.is_symlink():
+        raise BundleError(f"bundle {path} already exists")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise BundleError(f"bundle {path} already exists") from None
+        except OSError:
+            if path.exists():
+                raise BundleError(f"bundle {path} already exists") from None
+            os.rename(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _append_signature(path: Path, cms: bytes, log: Log) -> None:
+    with open(path, "ab") as f:
+        f.write(cms)
+        f.write(len(cms).to_bytes(8, "big"))
+        f.flush()
+        os.fsync(f.fileno())
+    if len(cms) > DEFAULT_MAX_SIGNATURE_SIZE:
+        log(f"Resulting signature size of {format_size(len(cms))} exceeds default of "
+            f"{format_size(DEFAULT_MAX_SIGNATURE_SIZE)}. Make sure to set 'max-bundle-signature-size' "
+            "in the target's system.conf accordingly.")
+
+
+def _copy_range(src: Path, dst: Path, size: int) -> None:
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        remaining = size
+        while remaining:
+            chunk = fi.read(min(COPY_CHUNK, remaining))
+            if not chunk:
+                raise BundleError(f"unexpected end of file in {src}")
+            fo.write(chunk)
+            remaining -= len(chunk)
+
+
+def _sha256_file(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+# --------------------------------------------------------------------------------------------
+# creating
+
+def _prepare_workdir(contentdir: Path) -> Path:
+    """Fill ``<contentdir>/.rauc-workdir`` with hard links of the content, as RAUC does."""
+    workdir = contentdir / ".rauc-workdir"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir()
+    for root, dirs, files in os.walk(contentdir):
+        rel = Path(root).relative_to(contentdir)
+        if rel == Path("."):
+            dirs[:] = [d for d in dirs if d != ".rauc-workdir"]
+            for d in dirs:
+                if d.startswith("."):
+                    raise BundleError(f"hidden directories are not supported as bundle contents ({d})")
+        for d in list(dirs):
+            src = Path(root) / d
+            if src.is_symlink():
+                dirs.remove(d)
+                files.append(d)
+                continue
+            (workdir / rel / d).mkdir()
+        for name in files:
+            src = Path(root) / name
+            dst = workdir / rel / name
+            if rel == Path(".") and name == "manifest.raucm":
+                continue
+            if src.is_symlink():
+                target = os.readlink(src)
+                if os.path.isabs(target):
+                    raise BundleError(f"absolute symlinks are not supported as bundle contents ({src})")
+                if "/" in target:
+                    raise BundleError(f"symlinks containing slashes are not supported as bundle contents ({src})")
+                os.symlink(target, dst)
+            elif src.is_file():
+                os.link(src, dst)
+            else:
+                raise BundleError(f"only regular files are supported as bundle contents ({src})")
+    return workdir
+
+
+def _fill_image_digests(manifest: Manifest, contentdir: Path) -> None:
+    for image in manifest.images:
+        if image.filename is None:
+            continue
+        path = contentdir / image.filename
+        if not path.is_file():
+            raise BundleError(
+                f"image file '{image.filename}' for slot '{image.slotclass}' does not exist in bundle "
+                f"content dir ({contentdir})"
+            )
+        image.sha256, image.size = _sha256_file(path)
+    if manifest.hook_name and not (contentdir / manifest.hook_name).is_file():
+        raise BundleError(f"hook file '{manifest.hook_name}' does not exist in bundle content dir ({contentdir})")
+
+
+def _load_signer(cert: str, key: str) -> tuple[x509.Certificate, Any]:
+    return keys.load_cert(cert), keys.load_private_key(key)
+
+
+def create_bundle(
+    contentdir: Path | str,
+    bundle: Path | str,
+    *,
+    cert: str,
+    key: str,
+    intermediates: Sequence[str] = (),
+    signing_keyring: Keyring | None = None,
+    mksquashfs_args: str | None = None,
+    log: Log = _no_log,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Create a signed bundle from ``contentdir`` (which holds ``manifest.raucm``)."""
+    contentdir = Path(contentdir)
+    bundle = Path(bundle)
+    try:
+        return _create_bundle(contentdir, bundle, cert, key, intermediates, signing_keyring,
+                              mksquashfs_args, log, progress)
+    except RaucError as e:
+        raise e.prefixed("Failed to create bundle: ") from e
+
+
+def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermediates: Sequence[str],
+                   signing_keyring: Keyring | None, mksquashfs_args: str | None, log: Log,
+                   progress: Progress | None) -> Manifest:
+    if bundle.exists() or bundle.is_symlink():
+        raise BundleError(f"bundle {bundle} already exists")
+    manifest = Manifest.load(contentdir / "manifest.raucm")
+    manifest.check_input()
+    signer_cert, signer_key = _load_signer(cert, key)
+    inter_certs = [c for path in intermediates for c in keys.load_certs(path)]
+    if not manifest.format_explicit:
+        log("WARNING: The manifest does not specify a bundle format, defaulting to 'plain'.")
+        log("  We recommend using the 'verity' format instead, if possible.")
+        log("  To silence this warning, select the 'plain' format explicitly.")
+        log("  See https://rauc.readthedocs.io/en/latest/reference.html#sec-ref-formats for details.'")
+    fmt = manifest.bundle_format
+    log(f"Creating '{fmt}' format bundle")
+    _fill_image_digests(manifest, contentdir)
+    keep_metadata = any("tar-extract" in image.convert for image in manifest.images)
+
+    workdir = _prepare_workdir(contentdir)
+    try:
+        (workdir / "manifest.raucm").write_bytes(manifest.to_data())
+        with _new_output(bundle) as tmp:
+            squashfs.mksquashfs(workdir, tmp, mksquashfs_args, keep_metadata=keep_metadata)
+            shutil.rmtree(workdir)
+            data_size = tmp.stat().st_size
+            if fmt == "plain":
+                if data_size > PLAIN_MAX_PAYLOAD:
+                    raise BundleError(f"Bundle payload size {data_size} exceeds maximum for bundles using "
+                                      "plain format (2 GiB)")
+                manifest.check_internal()
+                try:
+                    cms = signature.cms_sign(None, cert=signer_cert, key=signer_key, intermediates=inter_certs,
+                                             detached_path=tmp, detached_size=data_size)
+                except RaucError as e:
+                    raise e.prefixed("failed to sign bundle: ") from e
+            else:
+                if data_size % verity.BLOCK_SIZE:
+                    raise BundleError(f"squashfs size ({data_size}) is not a multiple of 4096 bytes")
+                if data_size <= verity.BLOCK_SIZE:
+                    raise BundleError(f"squashfs size ({data_size}) must be larger than 4096 bytes")
+                if fmt == "crypt":
+                    manifest.crypt_key = secrets.token_bytes(32)
+                    log("Encrypting bundle payload in aes-cbc-plain64 mode")
+                    crypt.encrypt_file(tmp, manifest.crypt_key, progress=progress)
+                salt = secrets.token_bytes(32)
+                root = verity.create_hash_tree(tmp, data_size, salt, progress=progress)
+                manifest.verity_hash = root.hex()
+                manifest.verity_salt = salt.hex()
+                manifest.verity_size = tmp.stat().st_size - data_size
+                manifest_data = manifest.to_data()
+                checked = Manifest.parse(manifest_data)
+                try:
+                    checked.check_external()
+                except ManifestError as e:
+                    raise e.prefixed("cannot sign inconsistent manifest: ") from e
+                try:
+                    cms = signature.cms_sign(manifest_data, cert=signer_cert, key=signer_key,
+                                             intermediates=inter_certs)
+                except RaucError as e:
+                    raise e.prefixed("failed to sign manifest: ") from e
+            _append_signature(tmp, cms, log)
+            if signing_keyring is not None:
+                log("Keyring given, doing signature verification")
+                open_bundle(tmp, keyring=signing_keyring)
+            else:
+                log("No keyring given, skipping signature verification")
+    finally:
+        if workdir.exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# opening
+
+@dataclass
+class Bundle:
+    """An opened bundle: its framing, (decrypted) signature and manifest."""
+
+    path: Path
+    size: int                          # payload size
+    cms: bytes                         # the trailing CMS exactly as stored
+    sigdata: bytes                     # the SignedData (decrypted when the bundle is encrypted)
+    manifest: Manifest
+    detached: bool
+    verified: Verified | None
+    encrypted: bool = False
+
+    @property
+    def format(self) -> str:
+        return self.manifest.bundle_format
+
+    @property
+    def squashfs_size(self) -> int:
+        """Size of the (possibly encrypted) squashfs part of the payload."""
+        if self.detached:
+            return self.size
+        return self.size - (self.manifest.verity_size or 0)
+
+    def __repr__(self) -> str:
+        return f"Bundle(path={self.path!s}, format={self.format}, size={self.size}, encrypted={self.encrypted})"
+
+
+def read_framing(path: Path, max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE) -> tuple[int, bytes]:
+    """Return ``(payload_size, cms)`` of the bundle at ``path`` (errors per RAUC)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise BundleError(f"No such file: {path}") from None
+    if not path.is_file():
+        raise BundleError("Invalid bundle format: Bundle is not a regular file")
+    if st.st_size < 8:
+        raise BundleError("Invalid bundle format: Bundle is too small to hold a signature size")
+    with open(path, "rb") as f:
+        f.seek(st.st_size - 8)
+        sigsize = int.from_bytes(f.read(8), "big")
+        if sigsize == 0:
+            raise BundleError("Invalid bundle format: Signature size is 0")
+        if sigsize > st.st_size - 8:
+            raise BundleError(f"Invalid bundle format: Signature size ({sigsize}) exceeds bundle size")
+        if sigsize > max_signature_size:
+            raise BundleError(f"Invalid bundle format: Signature size ({sigsize}) exceeds "
+                              f"max-bundle-signature-size ({max_signature_size})")
+        payload_size = st.st_size - 8 - sigsize
+        f.seek(payload_size)
+        cms = f.read(sigsize)
+    return payload_size, cms
+
+
+def open_bundle(
+    path: Path | str,
+    *,
+    keyring: Keyring | None,
+    verify: bool = True,
+    key: str | None = None,
+    cert: str | None = None,
+    allowed_formats: Sequence[str] | None = None,
+    max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE,
+    log: Log = _no_log,
+) -> Bundle:
+    """Open ``path``: read the framing, decrypt if needed, verify the signature, load the manifest.
+
+    The payload itself is not checked here (see :func:`check_payload`), as in RAUC.
+    """
+    path = Path(path)
+    size, cms = read_framing(path, max_signature_size)
+    kind = signature.cms_type(cms)
+    encrypted = False
+    sigdata = cms
+    if kind == "envelopedData":
+        if key is None:
+            raise BundleError("Encrypted bundle detected, but no decryption key given. "
+                              "Use --key=<PEMFILE|PKCS11-URL> to provide one.")
+        log("Decrypting signature...")
+        try:
+            private_key = keys.load_private_key(key)
+            recipient = keys.load_cert(cert) if cert else None
+            sigdata = envelope.decrypt(cms, private_key, recipient)
+        except RaucError as e:
+            raise e.prefixed("Failed to decrypt bundle: ") from e
+        encrypted = True
+        kind = signature.cms_type(sigdata)
+    if kind != "signedData":
+        raise SignatureError(f"Expected CMS of type 'pkcs7-signedData' but got '{kind}'")
+
+    content = signature.cms_content(sigdata)
+    detached = content is None
+    verified: Verified | None = None
+    if verify:
+        if keyring is None or (keyring.path is None and keyring.directory is None):
+            raise SignatureError("No keyring file or directory provided")
+        log("Verifying bundle signature... ")
+        if detached:
+            verified = signature.cms_verify(sigdata, keyring, detached_path=path, detached_size=size)
+        else:
+            verified = signature.cms_verify(sigdata, keyring)
+        log(f"Verified {'detached' if detached else 'inline'} signature by "
+            f"'{signature.format_name(verified.signer.subject)}'")
+
+    if detached:
+        try:
+            raw = squashfs.cat_file(path, "manifest.raucm")
+        except BundleError as e:
+            raise BundleError(f"Failed to load manifest: {e}") from e
+        manifest = Manifest.parse(raw)
+        if manifest.bundle_format != "plain":
+            raise BundleError(f"Invalid bundle format: detached signature for '{manifest.bundle_format}' "
+                              "bundle")
+        manifest.check_internal()
+    else:
+        assert content is not None
+        manifest = Manifest.parse(content)
+        if manifest.bundle_format == "plain":
+            raise BundleError("Invalid bundle format: inline signature for 'plain' bundle")
+        manifest.check_external()
+        if manifest.verity_size is None or manifest.verity_size >= size:
+            raise BundleError("Invalid bundle format: verity size does not fit the payload")
+    if encrypted and manifest.bundle_format != "crypt":
+        raise BundleError("Invalid bundle format: encrypted signature for non-crypt bundle")
+    if allowed_formats is not None and manifest.bundle_format not in allowed_formats:
+        raise BundleError(f"Bundle format '{manifest.bundle_format}' not allowed")
+    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted)
+
+
+def check_payload(bundle: Bundle, progress: Progress | None = None) -> None:
+    """Verify the payload in user space: the dm-verity tree of verity/crypt bundles.
+
+    Plain bundles are covered by the detached signature and need nothing here.
+    """
+    mf = bundle.manifest
+    if bundle.detached:
+        return
+    assert mf.verity_salt is not None and mf.verity_hash is not None
+    verity.verify_hash_tree(bundle.path, bundle.squashfs_size, bytes.fromhex(mf.verity_salt),
+                            bytes.fromhex(mf.verity_hash), progress=progress)
+
+
+# --------------------------------------------------------------------------------------------
+# extracting
+
+def extract_bundle(bundle: Bundle, outdir: Path | str, progress: Progress | None = None) -> None:
+    """Check the payload and extract the bundle's squashfs into the new directory ``outdir``."""
+    outdir = Path(outdir)
+    try:
+        if outdir.exists():
+            raise BundleError(f"output directory '{outdir}' exists already")
+        check_payload(bundle, progress)
+        if bundle.format == "crypt":
+            assert bundle.manifest.crypt_key is not None
+            with tempfile.TemporaryDirectory(prefix="pyrauc-") as tmpdir:
+                decrypted = Path(tmpdir) / "decrypted.raucb"
+                fd = os.open(decrypted, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+                crypt.decrypt_file(bundle.path, bundle.squashfs_size, bundle.manifest.crypt_key, decrypted)
+                _unsquash(decrypted, outdir)
+        else:
+            _unsquash(bundle.path, outdir)
+    except RaucError as e:
+        raise e.prefixed("Failed to extract bundle: ") from e
+
+
+def _unsquash(image: Path, outdir: Path) -> None:
+    try:
+        squashfs.unsquashfs(image, outdir)
+    except BaseException:
+        shutil.rmtree(outdir, ignore_errors=True)
+        raise
+
+
+def extract_signature(bundle: Bundle, output: Path | str) -> None:
+    """Write the bundle's SignedData (decrypted for encrypted bundles) to the new file ``output``."""
+    output = Path(output)
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise BundleError(f"Failed to extract signature: output file '{output}' exists already") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(bundle.sigdata)
+
+
+# --------------------------------------------------------------------------------------------
+# resign, replace-signature, encrypt
+
+def resign_bundle(
+    inbundle: Bundle,
+    outpath: Path | str,
+    *,
+    cert: str,
+    key: str,
+    intermediates: Sequence[str] = (),
+    signing_keyring: Keyring | None = None,
+    log: Log = _no_log,
+) -> None:
+    """Sign the payload of ``inbundle`` anew (the manifest, crypt key and verity values are kept)."""
+    outpath = Path(outpath)
+    try:
+        check_payload(inbundle)
+        log(f"Resigning '{inbundle.format}' format bundle")
+        signer_cert, signer_key = _load_signer(cert, key)
+        inter_certs = [c for path in intermediates for c in keys.load_certs(path)]
+        with _new_output(outpath) as tmp:
+            _copy_range(inbundle.path, tmp, inbundle.size)
+            if inbundle.detached:
+                cms = signature.cms_sign(None, cert=signer_cert, key=signer_key, intermediates=inter_certs,
+                                         detached_path=tmp, detached_size=inbundle.size)
+            else:
+                content = signature.cms_content(inbundle.sigdata)
+                assert content is not None
+                cms = signature.cms_sign(content, cert=signer_cert, key=signer_key, intermediates=inter_certs)
+            if inbundle.encrypted:
+                cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, cms)
+            _append_signature(tmp, cms, log)
+            if signing_keyring is not None:
+                open_bundle(tmp, keyring=signing_keyring, verify=True, key=None) if not inbundle.encrypted \
+                    else None
+    except RaucError as e:
+        raise e.prefixed("Failed to resign bundle: ") from e
+
+
+def replace_signature(
+    inbundle: Bundle,
+    signature_path: Path | str,
+    outpath: Path | str,
+    *,
+    keyring: Keyring | None,
+    log: Log = _no_log,
+) -> None:
+    """Replace the CMS of ``inbundle`` by the DER file ``signature_path`` and check the result."""
+    outpath = Path(outpath)
+    try:
+        newsig = Path(signature_path).read_bytes()
+    except OSError as e:
+        raise BundleError(f"Failed to replace signature: failed to read {signature_path}: "
+                          f"{e.strerror}") from e
+    try:
+        check_payload(inbundle)
+        log(f"Replacing signature for '{inbundle.format} format bundle")
+        with _new_output(outpath) as tmp:
+            _copy_range(inbundle.path, tmp, inbundle.size)
+            cms = newsig
+            if inbundle.encrypted and signature.cms_type(newsig) == "signedData":
+                cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, newsig)
+            _append_signature(tmp, cms, log)
+            if keyring is not None:
+                log("Keyring given, enabling signature verification")
+            else:
+                log("No keyring given, disabling signature verification")
+            try:
+                if inbundle.encrypted:
+                    # the new CMS must still carry a valid signature for the same payload
+                    newbundle = Bundle(tmp, inbundle.size, cms, newsig, Manifest.parse(
+                        signature.cms_content(newsig) or b""), False, None, True)
+                    if keyring is not None:
+                        signature.cms_verify(newsig, keyring)
+                else:
+                    newbundle = open_bundle(tmp, keyring=keyring, verify=keyring is not None)
+                if newbundle.format != inbundle.format:
+                    raise BundleError(f"new signature is for a '{newbundle.format}' bundle, "
+                                      f"not '{inbundle.format}'")
+                if newbundle.manifest.verity_hash != inbundle.manifest.verity_hash:
+                    raise BundleError("new signature does not match the bundle payload")
+            except RaucError as e:
+                raise e.prefixed("failed to verify the new bundle: ") from e
+    except RaucError as e:
+        raise e.prefixed("Failed to replace signature: ") from e
+
+
+def encrypt_bundle(
+    inbundle: Bundle,
+    outpath: Path | str,
+    recipients: Sequence[x509.Certificate],
+    *,
+    use_ski: bool = False,
+    log: Log = _no_log,
+    progress: Progress | None = None,
+) -> None:
+    """Wrap the signed CMS of a verified crypt bundle in EnvelopedData for ``recipients``."""
+    outpath = Path(outpath)
+    try:
+        if inbundle.format != "crypt":
+            raise BundleError("Refused to encrypt input bundle that is not in 'crypt' format.")
+        if not recipients:
+            raise BundleError("One or multiple recipient certificates must be provided (via --to)")
+        with _new_output(outpath) as tmp:
+            _copy_range(inbundle.path, tmp, inbundle.size)
+            try:
+                env = envelope.encrypt(inbundle.sigdata, recipients, use_ski=use_ski, progress=progress)
+            except EnvelopeError as e:
+                raise e.prefixed("Failed to encrypt bundle: ") from e
+            _append_signature(tmp, env, log)
+        n = len(recipients)
+        log(f"Encrypted for {n} recipient{'s' if n != 1 else ''}")
+    except RaucError as e:
+        raise e.prefixed("Failed to create bundle: ") from e
+
+
+def replace_manifest(manifest: Manifest, **changes: Any) -> Manifest:
+    """A copy of ``manifest`` with ``changes`` applied (for tests and tools)."""
+    return dataclasses.replace(manifest, **changes)

@@ -1,0 +1,183 @@
+"""``rauc info`` output: readable, shell, json and json-pretty, as current RAUC prints them.
+
+The crypt key is never shown: readable output prints ``'<hidden>'`` and the machine formats
+leave it out, like RAUC.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from pyrauc import signature
+from pyrauc.bundle import Bundle, format_size_long
+from pyrauc.manifest import Manifest
+
+BOLD = "\033[1m"
+YELLOW = "\033[33m"
+GREEN = "\033[32m"
+RESET = "\033[0m"
+
+OUTPUT_FORMATS = ("readable", "shell", "json", "json-pretty")
+
+
+def _q(value: str | None) -> str:
+    return "(null)" if value is None else value
+
+
+def format_readable(bundle: Bundle, *, color: bool = True) -> str:
+    """The human-readable listing (``--output-format=readable``)."""
+    mf = bundle.manifest
+
+    def hl(text: str, col: str) -> str:
+        return f"{BOLD}{col}{text}{RESET}" if color else text
+
+    lines = [
+        f"Compatible:     '{mf.compatible}'",
+        f"Version:        '{_q(mf.version)}'",
+        f"Description:    '{_q(mf.description)}'",
+        f"Build:          '{_q(mf.build)}'",
+        f"Hooks:          '{' '.join(mf.hooks)}'",
+    ]
+    fmt = mf.bundle_format
+    if fmt == "crypt":
+        suffix = hl(" [encrypted CMS]", GREEN) if bundle.encrypted else hl(" [unencrypted CMS]", YELLOW)
+        lines.append(f"Bundle Format:  {fmt}{suffix}")
+        lines.append("  Crypt Key:    '<hidden>'")
+    else:
+        lines.append(f"Bundle Format:  {fmt}")
+    if fmt in ("verity", "crypt"):
+        lines.append(f"  Verity Salt:  '{mf.verity_salt}'")
+        lines.append(f"  Verity Hash:  '{mf.verity_hash}'")
+        lines.append(f"  Verity Size:  {mf.verity_size}")
+    lines.append(f"Manifest Hash:  '{mf.hash()}'")
+    lines.append("")
+    if mf.meta:
+        lines.append("Metadata:")
+        for group, items in mf.meta.items():
+            lines.append(f"  {group}:")
+            for k, v in items.items():
+                lines.append(f"    {k}: {v}")
+        lines.append("")
+    n = len(mf.images)
+    lines.append(f"{n} Image{'' if n == 1 else 's'}{':' if n else ''}")
+    for image in mf.images:
+        lines.append(f"  {BOLD if color else ''}[{image.slotclass}]{RESET if color else ''}")
+        if image.variant:
+            lines.append(f"    Variant:   {image.variant}")
+        if image.artifact:
+            lines.append(f"    Artifact:  {image.artifact}")
+        if image.filename:
+            lines.append(f"    Filename:  {image.filename}")
+        else:
+            lines.append("    (no image file)")
+        detected = " (detected)" if image.type is None else ""
+        lines.append(f"    Type:      {image.effective_type}{detected}")
+        if image.sha256:
+            lines.append(f"    Checksum:  {image.sha256}")
+        if image.size is not None:
+            lines.append(f"    Size:      {format_size_long(image.size)}")
+        lines.append(f"    Hooks:     {' '.join(image.hooks)}")
+        if image.adaptive:
+            lines.append(f"    Adaptive:  {' '.join(image.adaptive)}")
+        if image.convert:
+            lines.append(f"    Convert:   {' '.join(image.convert)}")
+        if image.converted:
+            lines.append(f"    Converted: {' '.join(repr(c) for c in image.converted)}")
+    lines.append("")
+    if bundle.verified is None:
+        lines.append("Signature unverified")
+    else:
+        lines.append("Certificate Chain:")
+        lines.append(signature.format_cert_chain(bundle.verified.chain).rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def _shell_quote(value: str | None) -> str:
+    if value is None:
+        return "''"
+    return "'" + value.replace("'", "'\\''") + "'" if value else "''"
+
+
+def format_shell(bundle: Bundle) -> str:
+    """``--output-format=shell``: RAUC_MF_* and RAUC_IMAGE_*_n variables."""
+    mf = bundle.manifest
+    out = [
+        f"RAUC_MF_COMPATIBLE={_shell_quote(mf.compatible)}",
+        f"RAUC_MF_VERSION={_shell_quote(mf.version)}",
+        f"RAUC_MF_DESCRIPTION={_shell_quote(mf.description)}",
+        f"RAUC_MF_BUILD={_shell_quote(mf.build)}",
+        f"RAUC_MF_HASH={_shell_quote(mf.hash())}",
+        f"RAUC_MF_FORMAT={_shell_quote(mf.bundle_format)}",
+        f"RAUC_MF_IMAGES={len(mf.images)}",
+        f"RAUC_MF_HOOKS={_shell_quote(' '.join(mf.hooks))}",
+    ]
+    for group, items in mf.meta.items():
+        for k, v in items.items():
+            name = f"RAUC_META_{group}_{k}".upper().replace("-", "_")
+            out.append(f"{name}={shlex.quote(v)}")
+    for i, image in enumerate(mf.images, 1):
+        out += [
+            f"RAUC_IMAGE_NAME_{i}={_shell_quote(image.filename)}",
+            f"RAUC_IMAGE_CLASS_{i}={_shell_quote(image.slotclass)}",
+            f"RAUC_IMAGE_ARTIFACT_{i}={_shell_quote(image.artifact)}",
+            f"RAUC_IMAGE_VARIANT_{i}={_shell_quote(image.variant)}",
+            f"RAUC_IMAGE_DIGEST_{i}={_shell_quote(image.sha256)}",
+            f"RAUC_IMAGE_SIZE_{i}={image.size if image.size is not None else 0}",
+            f"RAUC_IMAGE_HOOKS_{i}={_shell_quote(' '.join(image.hooks))}",
+        ]
+        if image.adaptive:
+            out.append(f"RAUC_IMAGE_ADAPTIVE_{i}={_shell_quote(' '.join(image.adaptive))}")
+        if image.convert:
+            out.append(f"RAUC_IMAGE_CONVERT_{i}={_shell_quote(' '.join(image.convert))}")
+        if image.converted:
+            out.append(f"RAUC_IMAGE_CONVERTED_{i}={_shell_quote(' '.join(image.converted))}")
+    return "\n".join(out) + "\n"
+
+
+def to_json_obj(mf: Manifest) -> dict[str, Any]:
+    """The object RAUC's json/json-pretty formats print."""
+    images = []
+    for image in mf.images:
+        entry: dict[str, Any] = {
+            "artifact": image.artifact,
+            "variant": image.variant,
+            "filename": image.filename,
+            "type": image.effective_type,
+            "checksum": image.sha256,
+            "size": image.size,
+            "hooks": list(image.hooks),
+            "adaptive": list(image.adaptive),
+        }
+        if image.convert:
+            entry["convert"] = list(image.convert)
+        if image.converted:
+            entry["converted"] = list(image.converted)
+        images.append({image.slotclass: entry})
+    obj: dict[str, Any] = {
+        "compatible": mf.compatible,
+        "version": mf.version,
+        "description": mf.description,
+        "build": mf.build,
+        "format": mf.bundle_format,
+        "hooks": list(mf.hooks),
+        "hash": mf.hash(),
+    }
+    if mf.meta:
+        obj["meta"] = mf.meta
+    obj["images"] = images
+    return obj
+
+
+def format_info(bundle: Bundle, output_format: str, *, color: bool = True) -> str:
+    """Render ``bundle`` in one of :data:`OUTPUT_FORMATS`."""
+    if output_format == "readable":
+        return format_readable(bundle, color=color)
+    if output_format == "shell":
+        return format_shell(bundle)
+    if output_format == "json":
+        return json.dumps(to_json_obj(bundle.manifest), separators=(",", ":")) + "\n"
+    if output_format == "json-pretty":
+        return json.dumps(to_json_obj(bundle.manifest), indent=2) + "\n"
+    raise ValueError(output_format)

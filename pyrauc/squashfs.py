@@ -1,0 +1,71 @@
+"""squashfs images of bundle contents, through squashfs-tools (mksquashfs, unsquashfs).
+
+RAUC builds its payload with ``mksquashfs <dir> <out> -noappend -no-progress -all-root -no-xattrs
+-quiet`` plus the user's ``--mksquashfs-args``; this module does the same and extracts images or
+single files from a squashfs that may sit at the start of a larger file (a bundle).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyrauc.errors import BundleError
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BundleError(f"{name} not found: install squashfs-tools")
+    return path
+
+
+def _run(argv: Sequence[str], what: str) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
+        last = detail[-1] if detail else f"exit code {proc.returncode}"
+        raise BundleError(f"{what} failed: {last}")
+    return proc
+
+
+def mksquashfs(workdir: Path, output: Path, extra_args: str | None = None, keep_metadata: bool = False) -> None:
+    """Create a squashfs image of ``workdir`` at ``output`` with RAUC's options."""
+    argv = [_tool("mksquashfs"), str(workdir), str(output), "-noappend", "-no-progress"]
+    if not keep_metadata:
+        argv += ["-all-root", "-no-xattrs"]
+    argv.append("-quiet")
+    if extra_args:
+        argv += shlex.split(extra_args)
+    _run(argv, "mksquashfs")
+
+
+def squashfs_size(path: Path, offset: int = 0) -> int:
+    """``bytes_used`` from the superblock of the squashfs at ``offset`` of ``path``."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        sb = f.read(96)
+    if len(sb) < 96 or sb[:4] != b"hsqs":
+        raise BundleError(f"no squashfs found in {path}")
+    return int.from_bytes(sb[40:48], "little")
+
+
+def unsquashfs(image: Path | str, dest: Path, offset: int = 0) -> None:
+    """Extract the squashfs at ``offset`` of ``image`` into the new directory ``dest``."""
+    argv = [_tool("unsquashfs"), "-no-progress", "-d", str(dest)]
+    if offset:
+        argv += ["-o", str(offset)]
+    _run([*argv, os.fspath(image)], "unsquashfs")
+
+
+def cat_file(image: Path | str, name: str, offset: int = 0) -> bytes:
+    """Return the content of the file ``name`` in the squashfs at ``offset`` of ``image``."""
+    argv = [_tool("unsquashfs"), "-no-progress"]
+    if offset:
+        argv += ["-o", str(offset)]
+    proc = _run([*argv, "-cat", os.fspath(image), name], f"reading {name} from bundle")
+    return proc.stdout
