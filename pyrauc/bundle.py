@@ -480,9 +480,14 @@ def resign_bundle(
     key: str,
     intermediates: Sequence[str] = (),
     signing_keyring: Keyring | None = None,
+    append: bool = False,
     log: Log = _no_log,
 ) -> None:
-    """Sign the payload of ``inbundle`` anew (the manifest, crypt key and verity values are kept)."""
+    """Sign the payload of ``inbundle`` anew (the manifest, crypt key and verity values are kept).
+
+    With ``append`` the new signer is added to the existing SignedData instead (RAUC 1.15's
+    ``resign --append``); such bundles carry several signers.
+    """
     outpath = Path(outpath)
     try:
         check_payload(inbundle)
@@ -491,7 +496,10 @@ def resign_bundle(
         inter_certs = [c for path in intermediates for c in keys.load_certs(path)]
         with _new_output(outpath) as tmp:
             _copy_range(inbundle.path, tmp, inbundle.size)
-            if inbundle.detached:
+            if append:
+                cms = signature.cms_add_signer(inbundle.sigdata, cert=signer_cert, key=signer_key,
+                                               intermediates=inter_certs)
+            elif inbundle.detached:
                 cms = signature.cms_sign(None, cert=signer_cert, key=signer_key, intermediates=inter_certs,
                                          detached_path=tmp, detached_size=inbundle.size)
             else:
@@ -501,9 +509,8 @@ def resign_bundle(
             if inbundle.encrypted:
                 cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, cms)
             _append_signature(tmp, cms, log)
-            if signing_keyring is not None:
-                open_bundle(tmp, keyring=signing_keyring, verify=True, key=None) if not inbundle.encrypted \
-                    else None
+            if signing_keyring is not None and not inbundle.encrypted and not append:
+                open_bundle(tmp, keyring=signing_keyring, verify=True)
     except RaucError as e:
         raise e.prefixed("Failed to resign bundle: ") from e
 

@@ -192,7 +192,8 @@ def cmd_resign(args: argparse.Namespace) -> int:
                            key=args.decrypt_key)
     signing_keyring = Keyring(path=Path(args.signing_keyring)) if args.signing_keyring else None
     bundle.resign_bundle(b, args.outbundle, cert=args.cert, key=args.key,
-                         intermediates=args.intermediate or [], signing_keyring=signing_keyring, log=_out)
+                         intermediates=args.intermediate or [], signing_keyring=signing_keyring,
+                         append=args.append, log=_out)
     return 0
 
 
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signing-keyring", metavar="PEMFILE")
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--no-check-time", action="store_true")
+    p.add_argument("--append", action="store_true", help="add a signer instead of replacing the signature")
     p.add_argument("--decrypt-key", metavar="PEMFILE|PKCS11-URL", help="key to open an encrypted bundle")
     p.add_argument("inbundle", metavar="INBUNDLE")
     p.add_argument("outbundle", metavar="OUTBUNDLE")
