@@ -75,6 +75,9 @@ def _new_output(path: Path) -> Iterator[Path]:
     if path.exists() or path.is_symlink():
         raise BundleError(f"bundle {path} already exists")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)      # a bundle is no secret: created like any other file
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -91,9 +91,25 @@ def _allowed_formats(conf: Any | None) -> Sequence[str] | None:
     return list(formats) if formats else None
 
 
-def _max_sig(conf: Any | None) -> int:
+def _max_sig(conf: Any | None, args: argparse.Namespace | None = None) -> int:
     value = getattr(conf, "max_bundle_signature_size", None) if conf is not None else None
+    if value is None and args is not None:
+        # without a system.conf, -C system:max-bundle-signature-size=N still applies (host use)
+        for opt in getattr(args, "confopt", None) or []:
+            if opt.startswith("system:max-bundle-signature-size="):
+                value = _parse_size(opt.split("=", 1)[1])
     return int(value) if value else bundle.DEFAULT_MAX_SIGNATURE_SIZE
+
+
+def _parse_size(text: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    text = text.strip()
+    try:
+        if text and text[-1].upper() in units:
+            return int(text[:-1]) * units[text[-1].upper()]
+        return int(text)
+    except ValueError:
+        raise RaucError(f"Invalid size value '{text}' for max-bundle-signature-size") from None
 
 
 def _open(args: argparse.Namespace, path: str, *, verify: bool = True, no_check_time: bool = False,
@@ -102,7 +118,7 @@ def _open(args: argparse.Namespace, path: str, *, verify: bool = True, no_check_
     keyring = _keyring(args, conf, no_check_time)
     key, cert = _decryption(args, conf) if decrypt else (None, None)
     return bundle.open_bundle(path, keyring=keyring, verify=verify, key=key, cert=cert,
-                              allowed_formats=_allowed_formats(conf), max_signature_size=_max_sig(conf),
+                              allowed_formats=_allowed_formats(conf), max_signature_size=_max_sig(conf, args),
                               log=_err)
 
 
@@ -150,20 +166,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 1
     _err(f"Reading bundle: {path}")
     b = _open(args, path, verify=not args.no_verify, no_check_time=args.no_check_time)
-    if args.dump_recipients:
-        from pyrauc import envelope
-
-        if b.encrypted:
-            sys.stdout.write(envelope.format_recipients(b.cms))
-        else:
-            _out("No recipient data to dump (bundle is not encrypted)\n")
-    if args.dump_cert:
-        from pyrauc import signature
-
-        certs = signature.cms_certificates(b.sigdata)
-        if certs:
-            sys.stdout.write(signature.dump_cert(b.verified.signer if b.verified else certs[0]))
-    sys.stdout.write(info.format_info(b, args.output_format, color=sys.stdout.isatty()))
+    sys.stdout.write(info.format_info(b, args.output_format, color=sys.stdout.isatty(), dump_cert=args.dump_cert,
+                                      dump_recipients=args.dump_recipients))
     return 0
 
 

@@ -10,7 +10,7 @@ import json
 import shlex
 from typing import Any
 
-from pyrauc import signature
+from pyrauc import envelope, signature
 from pyrauc.bundle import Bundle, format_size_long
 from pyrauc.manifest import Manifest
 
@@ -26,8 +26,13 @@ def _q(value: str | None) -> str:
     return "(null)" if value is None else value
 
 
-def format_readable(bundle: Bundle, *, color: bool = True) -> str:
-    """The human-readable listing (``--output-format=readable``)."""
+def format_readable(bundle: Bundle, *, color: bool = True, dump_cert: bool = False,
+                    dump_recipients: bool = False) -> str:
+    """The human-readable listing (``--output-format=readable``).
+
+    ``dump_cert`` and ``dump_recipients`` add the signer certificate and the recipient list
+    between the images and the certificate chain, where RAUC prints them.
+    """
     mf = bundle.manifest
 
     def hl(text: str, col: str) -> str:
@@ -86,6 +91,18 @@ def format_readable(bundle: Bundle, *, color: bool = True) -> str:
         if image.converted:
             lines.append(f"    Converted: {' '.join(repr(c) for c in image.converted)}")
     lines.append("")
+    if dump_cert:
+        certs = signature.cms_certificates(bundle.sigdata)
+        signer = bundle.verified.signer if bundle.verified else (certs[0] if certs else None)
+        if signer is not None:
+            lines.append(signature.dump_cert(signer).rstrip("\n"))
+            lines.append("")
+    if dump_recipients:
+        if bundle.encrypted:
+            lines.append(envelope.format_recipients(bundle.cms).rstrip("\n"))
+        else:
+            lines.append("No recipient data to dump (bundle is not encrypted)")
+        lines.append("")
     if bundle.verified is None:
         lines.append("Signature unverified")
     else:
@@ -170,10 +187,11 @@ def to_json_obj(mf: Manifest) -> dict[str, Any]:
     return obj
 
 
-def format_info(bundle: Bundle, output_format: str, *, color: bool = True) -> str:
+def format_info(bundle: Bundle, output_format: str, *, color: bool = True, dump_cert: bool = False,
+                dump_recipients: bool = False) -> str:
     """Render ``bundle`` in one of :data:`OUTPUT_FORMATS`."""
     if output_format == "readable":
-        return format_readable(bundle, color=color)
+        return format_readable(bundle, color=color, dump_cert=dump_cert, dump_recipients=dump_recipients)
     if output_format == "shell":
         return format_shell(bundle)
     if output_format == "json":
