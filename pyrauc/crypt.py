@@ -23,14 +23,12 @@ import contextlib
 import os
 import queue
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from pyrauc.errors import CryptError
+from pyrauc.parallel import default_workers, ordered_map
 from pyrauc.progress import Progress
 
 SECTOR_SIZE = 4096
@@ -38,36 +36,10 @@ KEY_SIZE = 32
 AES_BLOCK = 16
 CHUNK_SECTORS = 256  # 1 MiB per task: stays in L2/L3 cache, enough to amortise per-task overhead
 
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 def _workers() -> int:
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
-
-
-def _ordered_map(fn: Callable[[_T], _R], items: Iterable[_T], workers: int) -> Iterator[_R]:
-    """Ordered, bounded (at most ``2 * workers`` tasks in flight) thread-pool map."""
-    if workers <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyrauc-crypt") as pool:
-        pending: deque[Future[_R]] = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+    return default_workers()
 
 
 def _check_key(key: bytes) -> algorithms.AES:
@@ -188,7 +160,7 @@ def encrypt_file(path: str | os.PathLike[str], key: bytes, progress: Progress | 
             return length
 
         done = 0
-        for length in _ordered_map(task, _chunks(size), _workers()):
+        for length in ordered_map(task, _chunks(size), _workers()):
             done += length
             if progress is not None:
                 progress(done, size)
@@ -245,7 +217,7 @@ def decrypt_file(
 
         try:
             done = 0
-            for pair, length in _ordered_map(task, _chunks(size), workers):
+            for pair, length in ordered_map(task, _chunks(size), workers):
                 out.write(memoryview(pair[1])[:length])
                 pool.put(pair)
                 done += length

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from pyrauc.errors import EnvelopeError
+from pyrauc.signature import CONTENT_TYPE_SHORT_NAMES, SHORT_NAMES, escape_name_value
 
 Progress = Callable[[int, int], None]
 
@@ -59,17 +60,6 @@ OID_AES256_WRAP = "2.16.840.1.101.3.4.1.45"
 OID_AES256_CBC = "2.16.840.1.101.3.4.1.42"
 
 # OpenSSL short names of CMS content types (for "Expected CMS of type ... but got ...").
-_CONTENT_TYPE_NAMES = {
-    "1.2.840.113549.1.7.1": "pkcs7-data",
-    "1.2.840.113549.1.7.2": "pkcs7-signedData",
-    "1.2.840.113549.1.7.3": "pkcs7-envelopedData",
-    "1.2.840.113549.1.7.4": "pkcs7-signedAndEnvelopedData",
-    "1.2.840.113549.1.7.5": "pkcs7-digestData",
-    "1.2.840.113549.1.7.6": "pkcs7-encryptedData",
-    "1.2.840.113549.1.9.16.1.2": "id-smime-ct-authData",
-    "1.2.840.113549.1.9.16.1.9": "id-smime-ct-compressedData",
-    "1.2.840.113549.1.9.16.1.23": "id-smime-ct-authEnvelopedData",
-}
 
 # Key-agreement schemes we can decrypt: OID -> KDF hash (cofactor variants equal for prime curves).
 _KARI_KDF_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
@@ -273,7 +263,7 @@ def _encrypted_content_info(content: bytes, cek: bytes, iv: bytes, cipher_oid: s
 
 def cms_content_type_name(dotted: str) -> str:
     """OpenSSL's short name of a CMS content type OID (the OID itself if unknown)."""
-    return _CONTENT_TYPE_NAMES.get(dotted, dotted)
+    return CONTENT_TYPE_SHORT_NAMES.get(dotted, dotted)
 
 
 def _parse_enveloped(der: bytes) -> acms.EnvelopedData:
@@ -547,34 +537,6 @@ def reencrypt(der: bytes, content: bytes, new_content: bytes) -> bytes:
 
 # --- --dump-recipients -------------------------------------------------------------------------
 
-_SHORT_NAMES = {
-    "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O", "2.5.4.11": "OU",
-    "2.5.4.4": "SN", "2.5.4.5": "serialNumber", "2.5.4.9": "street", "2.5.4.12": "title",
-    "2.5.4.13": "description", "2.5.4.15": "businessCategory", "2.5.4.17": "postalCode",
-    "2.5.4.41": "name", "2.5.4.42": "GN", "2.5.4.43": "initials", "2.5.4.44": "generationQualifier",
-    "2.5.4.46": "dnQualifier", "2.5.4.65": "pseudonym", "2.5.4.97": "organizationIdentifier",
-    "1.2.840.113549.1.9.1": "emailAddress", "0.9.2342.19200300.100.1.25": "DC",
-    "0.9.2342.19200300.100.1.1": "UID",
-}
-
-
-def _escape_value(text: str) -> str:
-    """Escape like OpenSSL's XN_FLAG_ONELINE (ESC_2253 with quotes, ESC_CTRL, ESC_MSB)."""
-    raw = text.encode("utf-8")
-    out: list[str] = []
-    quote = False
-    for i, b in enumerate(raw):
-        ch = chr(b)
-        if b >= 0x80 or b < 0x20 or b == 0x7F:
-            out.append(f"\\{b:02X}")
-        elif ch in '"\\':
-            out.append("\\" + ch)
-        else:
-            if ch in ",+<>;" or (i == 0 and ch in " #") or (i == len(raw) - 1 and ch == " "):
-                quote = True
-            out.append(ch)
-    value = "".join(out)
-    return f'"{value}"' if quote else value
 
 
 def _format_name(name: ax509.Name) -> str:
@@ -584,11 +546,11 @@ def _format_name(name: ax509.Name) -> str:
         parts = []
         for atv in rdn:
             oid = atv["type"].dotted
-            label = _SHORT_NAMES.get(oid, oid)
+            label = SHORT_NAMES.get(oid, oid)
             value = atv["value"]
             native = value.native
             if isinstance(native, str):
-                text = _escape_value(native)
+                text = escape_name_value(native)
             else:
                 text = "#" + value.dump().hex().upper()
             parts.append(f"{label} = {text}")

@@ -70,7 +70,7 @@ E_RSA_INVALID_PADDING = "error:0200008A:rsa routines::invalid padding"
 
 _MAX_DEPTH = 100
 
-_OID_SN = {
+CONTENT_TYPE_SHORT_NAMES = {  # OpenSSL short names of CMS content types
     "1.2.840.113549.1.7.1": "pkcs7-data",
     "1.2.840.113549.1.7.2": "pkcs7-signedData",
     "1.2.840.113549.1.7.3": "pkcs7-envelopedData",
@@ -151,7 +151,7 @@ def _signed_data(der: bytes) -> cms.SignedData:
     oid = ci["content_type"].dotted
     if oid != "1.2.840.113549.1.7.2":
         raise SignatureError(
-            f"Expected CMS of type 'pkcs7-signedData' but got '{_OID_SN.get(oid, oid)}'")
+            f"Expected CMS of type 'pkcs7-signedData' but got '{CONTENT_TYPE_SHORT_NAMES.get(oid, oid)}'")
     try:
         sd = ci["content"]
         sd["version"].native  # noqa: B018 - forces parsing
@@ -905,7 +905,7 @@ def expiry_warnings(chain: Sequence[x509.Certificate], now: dt.datetime | None =
 
 # --------------------------------------------------------------------------- formatting
 
-_SN = {
+SHORT_NAMES = {  # OpenSSL short names of X.509 name attributes
     "2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "serialNumber", "2.5.4.6": "C", "2.5.4.7": "L",
     "2.5.4.8": "ST", "2.5.4.9": "street", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.12": "title",
     "2.5.4.13": "description", "2.5.4.17": "postalCode", "2.5.4.42": "GN", "2.5.4.43": "initials",
@@ -918,7 +918,7 @@ _SN = {
 _RFC2253_SPECIAL = set(',+;<>')
 
 
-def _escape_value(value: str) -> str:
+def escape_name_value(value: str) -> str:
     """Escape like OpenSSL's do_buf() with ASN1_STRFLGS_RFC2253 | ASN1_STRFLGS_ESC_QUOTE."""
     out: list[str] = []
     quote = False
@@ -946,14 +946,14 @@ def _attr_value(attr: x509.NameAttribute[Any]) -> str:
     value = attr.value
     if isinstance(value, bytes):
         return "#" + value.hex().upper()
-    return _escape_value(value)
+    return escape_name_value(value)
 
 
 def format_name(name: x509.Name) -> str:
     """An X.509 name as OpenSSL's XN_FLAG_ONELINE prints it ("O = Test Org, CN = signer")."""
     rdns = []
     for rdn in name.rdns:
-        parts = [f"{_SN.get(a.oid.dotted_string, a.oid.dotted_string)} = {_attr_value(a)}" for a in rdn]
+        parts = [f"{SHORT_NAMES.get(a.oid.dotted_string, a.oid.dotted_string)} = {_attr_value(a)}" for a in rdn]
         rdns.append(" + ".join(parts))
     return ", ".join(rdns)
 
@@ -964,7 +964,7 @@ def _format_name_compat(name: x509.Name) -> str:
     for rdn in name.rdns:
         for a in rdn:
             value = a.value.hex() if isinstance(a.value, bytes) else a.value
-            parts.append(f"{_SN.get(a.oid.dotted_string, a.oid.dotted_string)}={value}")
+            parts.append(f"{SHORT_NAMES.get(a.oid.dotted_string, a.oid.dotted_string)}={value}")
     return ", ".join(parts)
 
 

@@ -21,12 +21,9 @@ import hashlib
 import hmac
 import os
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
 
 from pyrauc.errors import VerityError
+from pyrauc.parallel import default_workers, ordered_map
 from pyrauc.progress import Progress
 
 BLOCK_SIZE = 4096
@@ -36,39 +33,10 @@ CHUNK_BLOCKS = 1024  # blocks per task: 4 MiB in, 8 whole hash blocks out (must 
 
 CORRUPTED = "bundle payload is corrupted"
 
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 def _workers() -> int:
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
-
-
-def _ordered_map(fn: Callable[[_T], _R], items: Iterable[_T], workers: int) -> Iterator[_R]:
-    """Like ``ThreadPoolExecutor.map`` but with a bounded number of tasks in flight.
-
-    Results are yielded in order; at most ``2 * workers`` tasks (and their buffers) exist at once.
-    """
-    if workers <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyrauc-verity") as pool:
-        pending: deque[Future[_R]] = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+    return default_workers()
 
 
 def _level_sizes(data_blocks: int) -> list[int]:
@@ -203,7 +171,7 @@ def _walk(
         for level, nblocks in enumerate(sizes):
             tasks = _tasks(src_offset, src_blocks, offsets[level])
             written = 0
-            for count, produced in _ordered_map(create_task if write else verify_task, tasks, workers):
+            for count, produced in ordered_map(create_task if write else verify_task, tasks, workers):
                 written += produced
                 done += count * BLOCK_SIZE
                 if progress is not None:
