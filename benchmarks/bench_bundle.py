@@ -43,7 +43,7 @@ def main() -> None:
         for fmt in args.formats:
             for size in args.sizes:
                 content = _content(w / f"c-{fmt}-{size}", size, fmt)
-                sign = ["--cert", str(pki.signer.cert_path), "--key", str(pki.signer.key_path)]
+                sign = ["--cert", str(pki.signer_direct.cert_path), "--key", str(pki.signer_direct.key_path)]
                 ours_b = w / f"py-{fmt}-{size}.raucb"
                 theirs_b = w / f"rauc-{fmt}-{size}.raucb"
                 m_ours = measure([*pyrauc_cmd(), "bundle", *sign, str(content), str(ours_b)])

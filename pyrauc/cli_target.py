@@ -1,0 +1,339 @@
+"""Target-side commands of the CLI: ``status`` (incl. ``mark-good/-bad/-active``) and ``write-slot``.
+
+:func:`register` adds them to the main parser (:mod:`pyrauc.cli`); global options come from the
+``common`` parent parser (``-c/--conf``, ``-C/--confopt``, ``--mount``, ``-d/--debug``). Output
+follows current RAUC: readable, shell (``RAUC_*='...'``), json and json-pretty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyrauc.config import SystemConfig, load_config
+from pyrauc.context import Context, create_context
+from pyrauc.errors import RaucError
+from pyrauc.slots import Slot, build_slots, resolve_identifier
+from pyrauc.status import SlotStatus, load_slot_status, record_activated
+
+MARKS = ("mark-good", "mark-bad", "mark-active")
+FORMATS = ("readable", "shell", "json", "json-pretty")
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _config(args: argparse.Namespace) -> SystemConfig:
+    try:
+        return load_config(getattr(args, "conf", None), overrides=getattr(args, "confopt", None) or [])
+    except RaucError as e:
+        raise e.prefixed("Failed to initialize context: ") from e
+
+
+def _context(args: argparse.Namespace, config: SystemConfig) -> Context:
+    try:
+        return create_context(config, override_boot_slot=getattr(args, "override_boot_slot", None),
+                              mountprefix=getattr(args, "mount", None))
+    except RaucError as e:
+        raise e.prefixed("Failed to determine slot states: ") from e
+
+
+# --------------------------------------------------------------------------------------------
+# status data
+
+class _SlotInfo:
+    def __init__(self, slot: Slot, boot_good: bool | None, status: SlotStatus | None) -> None:
+        self.slot = slot
+        self.boot_good = boot_good
+        self.status = status
+
+    @property
+    def boot_status(self) -> str | None:
+        if self.boot_good is None:
+            return None
+        return "good" if self.boot_good else "bad"
+
+
+class _Status:
+    def __init__(self, ctx: Context, detailed: bool) -> None:
+        self.ctx = ctx
+        self.detailed = detailed
+        self.primary: Slot | None = None
+        try:
+            self.primary = ctx.backend.get_primary()
+        except RaucError as e:
+            _err(f"Failed to get primary: {e}")
+        self.infos: dict[str, _SlotInfo] = {}
+        for name, slot in ctx.slots.items():
+            good: bool | None = None
+            if slot.bootname is not None:
+                try:
+                    good = ctx.backend.get_state(slot)
+                except RaucError as e:
+                    _err(f"Failed to get boot state of {name}: {e}")
+            st = load_slot_status(ctx.config, slot) if detailed else None
+            self.infos[name] = _SlotInfo(slot, good, st)
+
+
+def _status_fields(st: SlotStatus) -> list[tuple[str, str, list[tuple[str, Any]]]]:
+    return [
+        ("bundle", "BUNDLE", [("compatible", st.bundle_compatible), ("version", st.bundle_version),
+                              ("description", st.bundle_description), ("build", st.bundle_build),
+                              ("hash", st.bundle_hash)]),
+        ("checksum", "CHECKSUM", [("sha256", st.checksum_sha256), ("size", st.checksum_size)]),
+        ("installed", "INSTALLED", [("transaction", st.installed_transaction),
+                                    ("timestamp", st.installed_timestamp),
+                                    ("count", st.installed_count if st.installed_timestamp else None)]),
+        ("activated", "ACTIVATED", [("timestamp", st.activated_timestamp),
+                                    ("count", st.activated_count if st.activated_timestamp else None)]),
+    ]
+
+
+def format_readable(s: _Status) -> str:
+    ctx = s.ctx
+    booted = ctx.booted
+    lines = ["=== System Info ===",
+             f"Compatible:  {ctx.compatible}",
+             f"Variant:     {ctx.variant or ''}",
+             f"Booted from: {booted.name if booted else ''} ({ctx.bootname or ''})",
+             "",
+             "=== Bootloader ===",
+             f"Activated: {s.primary.name if s.primary else ''} ({s.primary.bootname if s.primary else ''})",
+             "",
+             "=== Slot States ==="]
+
+    def append(info: _SlotInfo, indent: str, first: bool) -> None:
+        slot = info.slot
+        mark = ("x" if slot is s.primary else "o") if first else " "
+        lines.append(f"{indent}{mark if first else ''}{' ' if first else ''}"
+                     f"[{slot.name}] ({slot.device}, {slot.type}, {slot.state})")
+        pad = "\t" + indent
+        if slot.bootname:
+            lines.append(f"{pad}bootname: {slot.bootname}")
+        if slot.mount_point:
+            lines.append(f"{pad}mounted: {slot.mount_point}")
+        if slot.bootname and info.boot_status:
+            lines.append(f"{pad}boot status: {info.boot_status}")
+        if s.detailed and info.status is not None:
+            lines.append(f"{pad}slot status:")
+            for title, _, values in _status_fields(info.status):
+                shown = [(k, v) for k, v in values if v is not None]
+                if not shown:
+                    continue
+                lines.append(f"{pad}    {title}:")
+                lines.extend(f"{pad}        {k}={v}" for k, v in shown)
+            lines.append(f"{pad}    status: {info.status.status or ''}")
+
+    def children(parent: Slot, depth: int) -> None:
+        for info in s.infos.values():
+            if info.slot.parent is parent:
+                append(info, "    " * depth, False)
+                children(info.slot, depth + 1)
+
+    for info in s.infos.values():
+        if info.slot.parent is None:
+            append(info, "", True)
+            children(info.slot, 1)
+            lines.append("")
+    if lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def shell_quote(value: str | None) -> str:
+    """Like g_shell_quote (single quotes; ' -> '\\'')."""
+    return "'" + (value or "").replace("'", "'\\''") + "'"
+
+
+def format_shell(s: _Status) -> str:
+    ctx = s.ctx
+    out: list[str] = []
+
+    def add(key: str, value: Any) -> None:
+        out.append(f"{key}={shell_quote(None if value is None else str(value))}")
+
+    add("RAUC_SYSTEM_COMPATIBLE", ctx.compatible)
+    add("RAUC_SYSTEM_VARIANT", ctx.variant)
+    add("RAUC_SYSTEM_BOOTED_BOOTNAME", ctx.bootname)
+    add("RAUC_BOOT_PRIMARY", s.primary.name if s.primary else None)
+    names = list(s.infos)
+    add("RAUC_SYSTEM_SLOTS", " ".join(names))
+    add("RAUC_SLOTS", " ".join(str(i) for i in range(1, len(names) + 1)))
+    for n, info in enumerate(s.infos.values(), start=1):
+        slot = info.slot
+        add(f"RAUC_SLOT_STATE_{n}", slot.state)
+        add(f"RAUC_SLOT_CLASS_{n}", slot.sclass)
+        add(f"RAUC_SLOT_DEVICE_{n}", slot.device)
+        add(f"RAUC_SLOT_TYPE_{n}", slot.type)
+        add(f"RAUC_SLOT_BOOTNAME_{n}", slot.bootname)
+        add(f"RAUC_SLOT_PARENT_{n}", slot.parent.name if slot.parent else None)
+        add(f"RAUC_SLOT_MOUNTPOINT_{n}", slot.mount_point)
+        add(f"RAUC_SLOT_BOOT_STATUS_{n}", info.boot_status)
+        if s.detailed and info.status is not None:
+            for _, prefix, values in _status_fields(info.status):
+                for key, value in values:
+                    add(f"RAUC_SLOT_STATUS_{prefix}_{key.upper()}_{n}", value)
+            add(f"RAUC_SLOT_STATUS_STATUS_{n}", info.status.status)
+    return "\n".join(out) + "\n"
+
+
+def status_dict(s: _Status) -> dict[str, Any]:
+    ctx = s.ctx
+    slots: list[dict[str, Any]] = []
+    for name, info in s.infos.items():
+        slot = info.slot
+        entry: dict[str, Any] = {
+            "class": slot.sclass, "device": slot.device, "type": slot.type, "bootname": slot.bootname,
+            "state": slot.state, "parent": slot.parent.name if slot.parent else None,
+            "mountpoint": slot.mount_point, "boot_status": info.boot_status,
+        }
+        if s.detailed and info.status is not None:
+            st: dict[str, Any] = {}
+            for title, _, values in _status_fields(info.status):
+                st[title] = dict(values)
+            st["status"] = info.status.status
+            entry["slot_status"] = st
+        slots.append({name: entry})
+    return {"compatible": ctx.compatible, "variant": ctx.variant, "booted": ctx.bootname,
+            "boot_primary": s.primary.name if s.primary else None, "slots": slots}
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+def mark(ctx: Context, action: str, identifier: str) -> str:
+    """Perform mark-good/-bad/-active; returns RAUC's message (RaucError on failure)."""
+    slot = resolve_identifier(ctx.slots, ctx.booted, identifier)
+    if slot.bootname is None and slot.parent is not None:
+        slot = slot.root
+    if action == "mark-active":
+        try:
+            ctx.backend.set_primary(slot)
+        except RaucError as e:
+            raise RaucError(f"failed to activate slot {slot.name}: {e}") from e
+        try:
+            record_activated(ctx.config, slot)
+        except (RaucError, OSError) as e:
+            _err(f"Failed to update status of slot {slot.name}: {e}")
+        return f"activated slot {slot.name}"
+    good = action == "mark-good"
+    word = "good" if good else "bad"
+    try:
+        ctx.backend.set_state(slot, good)
+    except RaucError as e:
+        raise RaucError(f"failed to mark slot {slot.name} as {word}: {e}") from e
+    return f"marked slot {slot.name} as {word}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    positional: list[str] = list(args.args or [])
+    if len(positional) > 2:
+        _err("Too many arguments")
+        return 1
+    if positional and positional[0] not in MARKS:
+        _err(f"unknown subcommand {positional[0]}")
+        return 1
+    if args.output_format not in FORMATS:
+        _err(f"Unknown output format: '{args.output_format}'")
+        return 1
+    config = _config(args)
+    ctx = _context(args, config)
+    if positional:
+        try:
+            message = mark(ctx, positional[0], positional[1] if len(positional) > 1 else "booted")
+        except RaucError as e:
+            _err(f"rauc mark: {e}")
+            return 1
+        print(f"rauc status: {message}", flush=True)
+        return 0
+    s = _Status(ctx, args.detailed)
+    if args.output_format == "readable":
+        text = format_readable(s)
+    elif args.output_format == "shell":
+        text = format_shell(s)
+    elif args.output_format == "json":
+        text = json.dumps(status_dict(s), separators=(",", ":")) + "\n"
+    else:
+        text = json.dumps(status_dict(s), indent=2) + "\n"
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
+
+
+def image_type_of(filename: str) -> str | None:
+    """The image type RAUC derives from the file name (None if unknown)."""
+    from pyrauc.manifest import derive_image_type
+
+    return derive_image_type(os.path.basename(filename))
+
+
+@dataclass
+class _WriteImage:
+    """The minimal image description the update handlers need."""
+
+    filename: str
+    size: int | None = None
+    sha256: str | None = None
+    hooks: list[str] = field(default_factory=list)
+
+
+def cmd_write_slot(args: argparse.Namespace) -> int:
+    from pyrauc import handlers
+    from pyrauc.install import slot_info
+
+    config = _config(args)
+    slots = build_slots(config)
+    slot = slots.get(args.slotname)
+    if slot is None:
+        _err(f"No matching slot found for given slot name '{args.slotname}'.")
+        _err("Available slots:")
+        for name in slots:
+            _err(f" - {name}")
+        return 1
+    if slot.readonly:
+        _err("Reject writing to readonly slot")
+        return 1
+    itype = args.image_type or image_type_of(args.image)
+    if itype is None:
+        _err(f"Unable to map extension of file '{args.image}' to known image type")
+        return 1
+    info = slot_info(slot)
+    job = handlers.ImageJob(image=_WriteImage(os.path.basename(args.image)), path=Path(args.image),
+                            slot=info, image_type=itype)
+    mountprefix = getattr(args, "mount", None) or config.mountprefix
+    try:
+        method = handlers.precheck(job)
+        handlers.install_image(job, handlers.HandlerEnv(mountprefix=mountprefix, bundle_mount=Path("/")),
+                               method=method)
+    except RaucError as e:
+        _err(f"Failed to write slot: {e}")
+        return 1
+    print("Slot written successfully", flush=True)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    """Add ``status`` and ``write-slot`` to the CLI."""
+    p = subparsers.add_parser("status", parents=[common], help="Show system status",
+                              description="Show system status, or mark a slot "
+                                          "(status [mark-good|mark-bad|mark-active] [booted|other|SLOT])")
+    p.add_argument("--detailed", action="store_true", help="show more status details")
+    p.add_argument("--output-format", default="readable", metavar="FORMAT",
+                   help="output format: readable, shell, json, json-pretty")
+    p.add_argument("--override-boot-slot", metavar="BOOTNAME", help="override auto-detection of booted slot")
+    p.add_argument("args", nargs="*", metavar="ARG", help="[mark-good|mark-bad|mark-active] [booted|other|SLOT]")
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("write-slot", parents=[common], help="Write image to slot",
+                              description="Write an image directly to a slot (bypasses all update logic)")
+    p.add_argument("-t", "--image-type", "-l", metavar="TYPE", help="image type (default: from extension)")
+    p.add_argument("slotname", metavar="SLOTNAME")
+    p.add_argument("image", metavar="IMAGE")
+    p.set_defaults(func=cmd_write_slot)

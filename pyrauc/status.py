@@ -1,0 +1,286 @@
+"""Slot status files (rauc.md "Slot status files").
+
+Central mode: ``<data-directory>/central.raucs`` with one ``[slot.<name>]`` group per slot and a
+``[system]`` group (``boot-id``). Per-slot mode: ``/slot.raucs`` inside the slot's file system with
+a single ``[slot]`` group. Files are written atomically (temporary file in the same directory,
+fsync, rename, fsync of the directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyrauc.config import SystemConfig
+from pyrauc.errors import KeyFileError, RaucError
+from pyrauc.keyfile import KeyFile
+from pyrauc.slots import Slot
+
+PER_SLOT_FILENAME = "slot.raucs"
+
+# (key in file, attribute, kind) in the order RAUC writes them
+_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("bundle.compatible", "bundle_compatible", "s"),
+    ("bundle.version", "bundle_version", "s"),
+    ("bundle.description", "bundle_description", "s"),
+    ("bundle.build", "bundle_build", "s"),
+    ("bundle.hash", "bundle_hash", "s"),
+    ("status", "status", "s"),
+    ("sha256", "checksum_sha256", "s"),
+    ("size", "checksum_size", "u"),
+    ("installed.transaction", "installed_transaction", "s"),
+    ("installed.timestamp", "installed_timestamp", "s"),
+    ("installed.count", "installed_count", "u"),
+    ("activated.timestamp", "activated_timestamp", "s"),
+    ("activated.count", "activated_count", "u"),
+)
+
+
+class StatusError(RaucError):
+    """A status file could not be read or written."""
+
+
+@dataclass
+class SlotStatus:
+    """The recorded status of one slot."""
+
+    bundle_compatible: str | None = None
+    bundle_version: str | None = None
+    bundle_description: str | None = None
+    bundle_build: str | None = None
+    bundle_hash: str | None = None
+    status: str | None = None
+    checksum_sha256: str | None = None
+    checksum_size: int | None = None
+    installed_transaction: str | None = None
+    installed_timestamp: str | None = None
+    installed_count: int = 0
+    activated_timestamp: str | None = None
+    activated_count: int = 0
+    extra: dict[str, str] = field(default_factory=dict)   # unknown keys, preserved
+
+    @classmethod
+    def from_keyfile(cls, kf: KeyFile, group: str) -> SlotStatus:
+        st = cls()
+        if not kf.has_group(group):
+            return st
+        known = {k for k, _, _ in _FIELDS}
+        for key, attr, kind in _FIELDS:
+            if not kf.has_key(group, key):
+                continue
+            try:
+                value: object = kf.get_uint64(group, key) if kind == "u" else kf.get_string(group, key)
+            except KeyFileError:
+                continue
+            setattr(st, attr, value)
+        for key in kf.keys(group):
+            if key not in known:
+                st.extra[key] = kf.get_value(group, key)
+        return st
+
+    def to_keyfile(self, kf: KeyFile, group: str) -> None:
+        if kf.has_group(group):
+            kf.remove_group(group)
+        for key, attr, kind in _FIELDS:
+            value = getattr(self, attr)
+            if attr.endswith("_count"):   # counts are written together with their timestamp
+                if getattr(self, attr.replace("_count", "_timestamp")) is None:
+                    continue
+            elif value is None:
+                continue
+            if kind == "u":
+                kf.set_value(group, key, str(int(value)))
+            else:
+                kf.set_string(group, key, str(value))
+        for key, raw in self.extra.items():
+            kf.set_value(group, key, raw)
+
+
+def timestamp(now: datetime | None = None) -> str:
+    """ISO 8601 UTC like RAUC: ``2024-09-06T09:51:13Z``."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+# --------------------------------------------------------------------------------------------
+# central status file
+
+def _load_keyfile(path: Path) -> KeyFile:
+    if not path.exists():
+        return KeyFile()
+    try:
+        return KeyFile.load(path)
+    except KeyFileError as e:
+        raise StatusError(f"Failed to load status file {path}: {e}") from e
+
+
+def load_central(config: SystemConfig) -> KeyFile:
+    return _load_keyfile(Path(config.statusfile))
+
+
+def save_central(config: SystemConfig, kf: KeyFile) -> None:
+    try:
+        write_atomic(config.statusfile, kf.to_data())
+    except OSError as e:
+        raise StatusError(f"Failed to save status file {config.statusfile}: {e.strerror}") from e
+
+
+# --------------------------------------------------------------------------------------------
+# per-slot status file (inside the slot's file system)
+
+def _mounts(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
+    """(source device, mount point) pairs."""
+    result: list[tuple[str, str]] = []
+    try:
+        text = Path(mountinfo).read_text()
+    except OSError:
+        return result
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        rfields = right.split()
+        if len(fields) < 5 or len(rfields) < 2:
+            continue
+        mnt = fields[4].encode().decode("unicode_escape") if "\\" in fields[4] else fields[4]
+        result.append((rfields[1], mnt))
+    return result
+
+
+def find_mount_point(device: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Where ``device`` is mounted (first mount), None if it isn't."""
+    want = os.path.realpath(device) if device.startswith("/") else device
+    for source, mnt in _mounts(mountinfo):
+        if source == device or (source.startswith("/") and os.path.realpath(source) == want):
+            return mnt
+    return None
+
+
+@contextlib.contextmanager
+def _slot_mounted(config: SystemConfig, slot: Slot, readonly: bool) -> Iterator[Path]:
+    mnt = slot.mount_point or find_mount_point(slot.device)
+    if mnt is not None:
+        yield Path(mnt)
+        return
+    if not slot.mountable:
+        raise StatusError(f"Slot {slot.name} is not mountable")
+    prefix = Path(config.mountprefix)
+    prefix.mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix=f"slot-{slot.name}-", dir=prefix))
+    cmd = ["mount"] + (["-o", "ro"] if readonly else []) + [slot.device, str(target)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        target.rmdir()
+        raise StatusError(f"failed to mount slot {slot.name}: {r.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], capture_output=True)
+        with contextlib.suppress(OSError):
+            target.rmdir()
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+def load_slot_status(config: SystemConfig, slot: Slot) -> SlotStatus:
+    """The slot's status (empty status if none recorded or not readable)."""
+    if config.central_status:
+        st = SlotStatus.from_keyfile(load_central(config), f"slot.{slot.name}")
+    else:
+        try:
+            with _slot_mounted(config, slot, readonly=True) as mnt:
+                kf = _load_keyfile(mnt / PER_SLOT_FILENAME)
+            st = SlotStatus.from_keyfile(kf, "slot")
+        except (RaucError, OSError):
+            st = SlotStatus()
+    slot.status = st
+    return st
+
+
+def save_slot_status(config: SystemConfig, slot: Slot, st: SlotStatus) -> None:
+    """Record ``st`` for ``slot`` (central file or /slot.raucs in the slot)."""
+    slot.status = st
+    if config.central_status:
+        kf = load_central(config)
+        st.to_keyfile(kf, f"slot.{slot.name}")
+        save_central(config, kf)
+        return
+    with _slot_mounted(config, slot, readonly=False) as mnt:
+        kf = KeyFile()
+        st.to_keyfile(kf, "slot")
+        try:
+            write_atomic(mnt / PER_SLOT_FILENAME, kf.to_data())
+        except OSError as e:
+            raise StatusError(f"Failed to save status file for slot {slot.name}: {e.strerror}") from e
+
+
+def update_slot_status(config: SystemConfig, slot: Slot, change: Callable[[SlotStatus], None]) -> SlotStatus:
+    """Load, modify with ``change``, save; returns the new status."""
+    st = load_slot_status(config, slot)
+    change(st)
+    save_slot_status(config, slot, st)
+    return st
+
+
+def record_activated(config: SystemConfig, slot: Slot, now: datetime | None = None) -> SlotStatus:
+    """``activated.timestamp`` = now, ``activated.count`` += 1."""
+    def change(st: SlotStatus) -> None:
+        st.activated_timestamp = timestamp(now)
+        st.activated_count += 1
+    return update_slot_status(config, slot, change)
+
+
+def load_system_status(config: SystemConfig) -> dict[str, str]:
+    """The ``[system]`` group of the central status file (e.g. ``boot-id``)."""
+    if not config.central_status:
+        return {}
+    kf = load_central(config)
+    if not kf.has_group("system"):
+        return {}
+    return {k: kf.get_string("system", k) for k in kf.keys("system")}
+
+
+def save_system_status(config: SystemConfig, values: dict[str, str]) -> None:
+    if not config.central_status:
+        return
+    kf = load_central(config)
+    for key, value in values.items():
+        kf.set_string("system", key, value)
+    save_central(config, kf)
