@@ -53,7 +53,10 @@ def _system_config(args: argparse.Namespace, required: bool = False) -> Any | No
         Path(p).exists() for p in ("/etc/rauc/system.conf", "/run/rauc/system.conf", "/usr/lib/rauc/system.conf")
     ):
         return None
-    result: Any = loader(path, overrides=getattr(args, "confopt", None) or [])
+    try:
+        result: Any = loader(path, overrides=getattr(args, "confopt", None) or [])
+    except RaucError as e:
+        raise e.prefixed("Failed to initialize context: ") from e
     return result
 
 
