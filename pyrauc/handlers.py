@@ -1,0 +1,324 @@
+"""Update handlers: write one bundle image into one slot (rauc.md section 6, image x slot table).
+
+Implemented on the host: raw -> raw/ext4/vfat, ext4 -> ext4/raw, vfat -> vfat/raw,
+squashfs -> raw (streamed copy with sha256 check and fsync), tar -> ext4/vfat (mkfs, then extract),
+emptyfs -> ext4 (mkfs only). Other combinations of RAUC's table (ubi*, nand, nor, jffs2, boot-*)
+fail with a clear "not supported" error; combinations outside the table fail with RAUC's
+"Unsupported image type '%s' for slot type '%s'".
+
+Per-image slot hooks (``hooks=pre-install;install;post-install``) run around (or instead of) the
+copy; mountable slots are mounted for slot-pre-install / slot-post-install. Everything checked
+before a byte is written: readonly slot, image type x slot type, image size vs slot size.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import stat
+import struct
+import subprocess
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyrauc import hooks, mount
+from pyrauc.errors import InstallError
+from pyrauc.progress import Progress
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+BLKGETSIZE64 = 0x80081272
+MOUNTABLE = frozenset({"ext4", "ubifs", "vfat"})
+
+# image type -> slot types RAUC accepts (image_type_map)
+IMAGE_SLOT_TABLE: dict[str, frozenset[str]] = {
+    "ext4": frozenset({"ext4", "raw", "boot-gpt-switch"}),
+    "vfat": frozenset({"vfat", "raw", "boot-mbr-switch", "boot-gpt-switch"}),
+    "squashfs": frozenset({"ubivol", "raw"}),
+    "ubifs": frozenset({"ubivol", "ubifs"}),
+    "raw": frozenset({"ext4", "nor", "nand", "ubifs", "ubivol", "vfat", "raw", "jffs2", "boot-emmc",
+                      "boot-mbr-switch", "boot-gpt-switch", "boot-raw-fallback"}),
+    "tar": frozenset({"ext4", "ubifs", "vfat", "jffs2"}),
+    "emptyfs": frozenset({"ext4"}),
+    "ext4-caibx": frozenset({"ext4", "raw"}),
+    "raw-caibx": frozenset({"ext4", "raw", "vfat", "jffs2", "nor", "nand", "ubivol", "ubifs"}),
+    "vfat-caibx": frozenset({"raw"}),
+    "squashfs-caibx": frozenset({"raw", "ubivol"}),
+    "ubifs-caibx": frozenset({"ubivol", "ubifs"}),
+    "caidx": frozenset({"ext4", "ubifs", "vfat"}),
+    "catar": frozenset({"ext4"}),
+}
+
+COPY = "copy"
+TAR = "tar"
+EMPTYFS = "emptyfs"
+# (image type, slot type) -> method implemented by pyrauc
+IMPLEMENTED: dict[tuple[str, str], str] = {
+    ("raw", "raw"): COPY, ("raw", "ext4"): COPY, ("raw", "vfat"): COPY,
+    ("ext4", "ext4"): COPY, ("ext4", "raw"): COPY,
+    ("vfat", "vfat"): COPY, ("vfat", "raw"): COPY,
+    ("squashfs", "raw"): COPY,
+    ("tar", "ext4"): TAR, ("tar", "vfat"): TAR,
+    ("emptyfs", "ext4"): EMPTYFS,
+}
+
+
+@dataclass
+class SlotInfo:
+    """The slot facts the handlers need (built by install.py from pyrauc.slots)."""
+
+    name: str
+    sclass: str
+    device: str
+    type: str = "raw"
+    bootname: str | None = None
+    parent: str | None = None
+    state: str = "inactive"
+    readonly: bool = False
+    install_same: bool = True
+    extra_mkfs_opts: list[str] = field(default_factory=list)
+    extra_mount_opts: str | None = None
+    resize: bool = False
+
+
+@dataclass
+class ImageJob:
+    """One image of the bundle and the slot it goes to."""
+
+    image: Any                       # pyrauc.manifest.Image
+    path: Path                       # the image file inside the mounted bundle
+    slot: SlotInfo
+    image_type: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.image_type:
+            self.image_type = self.image.effective_type
+
+
+@dataclass
+class HandlerEnv:
+    """Shared inputs of all handlers of one installation."""
+
+    mountprefix: str
+    bundle_mount: Path
+    hook_name: str | None = None
+    base_env: dict[str, str] = field(default_factory=dict)   # RAUC_SYSTEM_*, RAUC_MF_*, ...
+
+
+def check_combination(image_type: str, slot_type: str) -> str:
+    """The handler method for ``image_type`` -> ``slot_type``; InstallError if unsupported."""
+    if slot_type not in IMAGE_SLOT_TABLE.get(image_type, frozenset()):
+        raise InstallError(f"Unsupported image type '{image_type}' for slot type '{slot_type}'")
+    method = IMPLEMENTED.get((image_type, slot_type))
+    if method is None:
+        raise InstallError(f"Installing image type '{image_type}' to slot type '{slot_type}' "
+                           "is not supported by pyrauc")
+    return method
+
+
+def device_size(path: str | os.PathLike[str]) -> int:
+    """Size in bytes of a block device or regular file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InstallError(f"Failed to open slot device {os.fspath(path)}: {exc.strerror}") from exc
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    if not stat.S_ISBLK(st.st_mode):
+        raise InstallError(f"Slot device {os.fspath(path)} is neither a block device nor a file")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        buf = fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8)
+        return int(struct.unpack("=Q", buf)[0])
+    finally:
+        os.close(fd)
+
+
+def image_size(job: ImageJob) -> int:
+    """Size of the image file (the manifest size if present)."""
+    if job.image.size is not None:
+        return int(job.image.size)
+    try:
+        return job.path.stat().st_size
+    except OSError as exc:
+        raise InstallError(f"Failed to open image {job.path}: {exc.strerror}") from exc
+
+
+def precheck(job: ImageJob) -> str:
+    """All checks before writing: readonly, type combination, device, size. Returns the method."""
+    slot = job.slot
+    if slot.readonly:
+        raise InstallError(f"Reject writing to readonly slot {slot.name}")
+    if "install" in job.image.hooks:
+        method = "hook"
+    else:
+        method = check_combination(job.image_type, slot.type)
+    if method in (COPY, TAR, EMPTYFS, "hook") and not os.path.exists(slot.device):
+        raise InstallError(f"Slot device {slot.device} of slot {slot.name} does not exist")
+    if method == COPY:
+        need, have = image_size(job), device_size(slot.device)
+        if need > have:
+            raise InstallError(f"Image size ({need} bytes) exceeds size of slot {slot.name} ({have} bytes)")
+    return method
+
+
+def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
+               progress: Progress | None = None) -> str:
+    """Stream ``src`` to ``dst`` (no truncation), hash while copying, fsync; return the sha256.
+
+    InstallError if the data does not match ``sha256``/``size`` of the manifest.
+    """
+    digest = hashlib.sha256()
+    total = size if size is not None else src.stat().st_size
+    done = 0
+    try:
+        with open(src, "rb") as fin:
+            fd = os.open(dst, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                while chunk := fin.read(CHUNK):
+                    digest.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise InstallError(f"Failed to copy image {src.name} to {dst}: {exc.strerror}") from exc
+    if size is not None and done != size:
+        raise InstallError(f"Image {src.name} has {done} bytes, manifest says {size}")
+    hexdigest = digest.hexdigest()
+    if sha256 is not None and hexdigest != sha256.lower():
+        raise InstallError(f"Image {src.name} has checksum {hexdigest}, manifest says {sha256}")
+    return hexdigest
+
+
+def _run_tool(argv: list[str], what: str) -> None:
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    except OSError as exc:
+        raise InstallError(f"{what} failed: cannot run {argv[0]}: {exc.strerror}") from exc
+    if res.returncode != 0:
+        lines = [ln for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
+        raise InstallError(f"{what} failed: {lines[-1] if lines else f'exit code {res.returncode}'}")
+
+
+def mkfs_argv(slot: SlotInfo) -> list[str]:
+    """The mkfs command line for the slot's file system."""
+    if slot.type == "ext4":
+        return ["mkfs.ext4", "-F", "-q", *slot.extra_mkfs_opts, slot.device]
+    if slot.type == "vfat":
+        return ["mkfs.vfat", *slot.extra_mkfs_opts, slot.device]
+    raise InstallError(f"Creating a file system on slot type '{slot.type}' is not supported by pyrauc")
+
+
+def format_slot(slot: SlotInfo) -> None:
+    """Create an empty file system on the slot."""
+    _run_tool(mkfs_argv(slot), f"Formatting slot {slot.name}")
+
+
+def extract_tar(archive: Path, slot: SlotInfo, mountprefix: str) -> None:
+    """mkfs, mount the slot, extract ``archive`` into it, unmount."""
+    format_slot(slot)
+    with mount.mount_slot(slot.device, slot.name, slot.type, mountprefix=mountprefix,
+                          extra_options=slot.extra_mount_opts) as mp:
+        argv = ["tar", "--numeric-owner", "-x", "-f", os.fspath(archive), "-C", os.fspath(mp)]
+        if slot.type == "vfat":
+            argv[1:1] = ["--no-same-owner", "--no-same-permissions"]
+            argv.remove("--numeric-owner")
+        _run_tool(argv, f"Extracting {archive.name} to slot {slot.name}")
+        os.sync()
+
+
+def _slot_hook_env(job: ImageJob, henv: HandlerEnv, mount_point: Path | None) -> dict[str, str]:
+    env = dict(henv.base_env)
+    env["RAUC_MOUNT_PREFIX"] = henv.mountprefix
+    env["RAUC_BUNDLE_MOUNT_POINT"] = os.fspath(henv.bundle_mount)
+    slot = job.slot
+    env.update(hooks.slot_env(name=slot.name, sclass=slot.sclass, slot_type=slot.type, device=slot.device,
+                              state=slot.state, bootname=slot.bootname, parent=slot.parent,
+                              mount_point=mount_point))
+    env.update(hooks.image_env(path=job.path, size=job.image.size, digest=job.image.sha256,
+                               sclass=job.image.slotclass))
+    return env
+
+
+def run_slot_hook(job: ImageJob, henv: HandlerEnv, action: str) -> None:
+    """Run ``<hook> slot-<action>``, mounting a mountable slot for pre/post-install."""
+    if not henv.hook_name:
+        raise InstallError(f"Image {job.image.slotclass} requests hooks but the manifest has no hook file")
+    hook = hooks.hook_path(henv.bundle_mount, henv.hook_name)
+    slot = job.slot
+    want_mount = action in ("pre-install", "post-install") and slot.type in MOUNTABLE
+    ctx = (mount.mount_slot(slot.device, slot.name, slot.type, mountprefix=henv.mountprefix,
+                            extra_options=slot.extra_mount_opts) if want_mount else nullcontext(None))
+    with ctx as mp:
+        try:
+            hooks.run_hook(hook, f"slot-{action}", _slot_hook_env(job, henv, mp))
+        except InstallError as exc:
+            raise InstallError(f"Slot {action} hook failed for {slot.name}: {exc}") from exc
+
+
+def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None = None,
+                  method: str | None = None) -> None:
+    """Write ``job.image`` to ``job.slot`` (hooks included). Call :func:`precheck` first."""
+    method = method or precheck(job)
+    image_hooks = job.image.hooks
+    if "pre-install" in image_hooks:
+        run_slot_hook(job, henv, "pre-install")
+    if method == "hook":
+        run_slot_hook(job, henv, "install")
+    elif method == COPY:
+        copy_image(job.path, job.slot.device, size=job.image.size, sha256=job.image.sha256,
+                   progress=progress)
+        if job.slot.resize and job.slot.type == "ext4" and job.image_type == "ext4":
+            _run_tool(["resize2fs", job.slot.device], f"Resizing file system of slot {job.slot.name}")
+    elif method == TAR:
+        extract_tar(job.path, job.slot, henv.mountprefix)
+    elif method == EMPTYFS:
+        format_slot(job.slot)
+    else:
+        raise InstallError(f"unknown handler method '{method}'")
+    if "post-install" in image_hooks:
+        run_slot_hook(job, henv, "post-install")
+
+
+
+def should_skip(job: ImageJob, installed_sha256: str | None) -> bool:
+    """install-same=false and the slot already holds this image (status sha256 matches)."""
+    return (not job.slot.install_same and installed_sha256 is not None
+            and job.image.sha256 is not None and installed_sha256.lower() == job.image.sha256.lower())
+
+
+def handler_env(*, base: Mapping[str, str], slots: list[SlotInfo], targets: Mapping[str, ImageJob],
+                ) -> dict[str, str]:
+    """RAUC_SLOTS / RAUC_TARGET_SLOTS and the numbered RAUC_SLOT_*_n / RAUC_IMAGE_*_n variables."""
+    env = dict(base)
+    numbers, target_numbers = [], []
+    for n, slot in enumerate(slots, start=1):
+        numbers.append(str(n))
+        env[f"RAUC_SLOT_NAME_{n}"] = slot.name
+        env[f"RAUC_SLOT_CLASS_{n}"] = slot.sclass
+        env[f"RAUC_SLOT_TYPE_{n}"] = slot.type
+        env[f"RAUC_SLOT_DEVICE_{n}"] = slot.device
+        env[f"RAUC_SLOT_BOOTNAME_{n}"] = slot.bootname or ""
+        env[f"RAUC_SLOT_PARENT_{n}"] = slot.parent or ""
+        job = targets.get(slot.name)
+        if job is not None:
+            target_numbers.append(str(n))
+            env[f"RAUC_IMAGE_NAME_{n}"] = os.fspath(job.path)
+            env[f"RAUC_IMAGE_DIGEST_{n}"] = job.image.sha256 or ""
+            env[f"RAUC_IMAGE_CLASS_{n}"] = job.image.slotclass
+    env["RAUC_SLOTS"] = " ".join(numbers)
+    env["RAUC_TARGET_SLOTS"] = " ".join(target_numbers)
+    return env
