@@ -7,14 +7,17 @@ assert on timing.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TIME = shutil.which("time") or "/usr/bin/time"   # GNU time (Debian package "time")
 
 
 @dataclass
@@ -24,17 +27,21 @@ class Measurement:
 
 
 def measure(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Measurement:
-    """Run ``argv`` to completion; wall time and peak RSS of the process tree's largest member."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(list(argv), cwd=cwd, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {stderr.strip()[-500:]}")
-    return Measurement(elapsed, int(usage.ru_maxrss))
+    """Run ``argv`` to completion under GNU time: wall time and peak RSS of the command.
+
+    (``os.wait4`` would report the benchmark script's own peak too: a forked child starts with
+    the parent's resident pages.)
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        start = time.perf_counter()
+        proc = subprocess.run([TIME, "-f", "%M", "-o", rss.name, *argv], cwd=cwd, env={**os.environ, **(env or {})},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): "
+                             f"{proc.stderr.decode(errors='replace').strip()[-500:]}")
+        peak = int(rss.read().strip().splitlines()[-1])
+    return Measurement(elapsed, peak)
 
 
 def pyrauc_cmd() -> list[str]:

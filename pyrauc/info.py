@@ -99,10 +99,11 @@ def format_readable(bundle: Bundle, *, color: bool = True, dump_cert: bool = Fal
             lines.append("")
     if dump_recipients:
         if bundle.encrypted:
-            lines.append(envelope.format_recipients(bundle.cms).rstrip("\n"))
+            # RAUC prints the block as is: key-identifier entries end without a newline
+            lines.append(envelope.format_recipients(bundle.cms))
         else:
             lines.append("No recipient data to dump (bundle is not encrypted)")
-        lines.append("")
+            lines.append("")
     if bundle.verified is None:
         lines.append("Signature unverified")
     else:

@@ -1,0 +1,220 @@
+"""RAUC's encrypted-update tutorial, end to end on the lab target.
+
+The steps run in order on one target, as a BSP engineer would follow them by hand: build a crypt
+bundle, provision per-device keys, encrypt for some devices, install, reboot into the new slot,
+prove a non-recipient is rejected, update back, fall back from an unbootable slot, and survive a
+power cut in the middle of a copy. The target is driven only through SSH and the ``rauc`` CLI.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labs import lab
+from tests.helpers.bundles import pyrauc
+from tests.helpers.pki import Issued, make_recipients, write_pem_bundle
+from tests.lab import updates
+from tests.lab.target import booted_bootname, efi_state, leftovers, rauc_status_shell, run, sh
+
+COMPATIBLE = "pyrauc-qemux86-64"
+INSTALL_TIMEOUT = 1800          # TCG on two busy cores: a full rootfs through dm-verity + dm-crypt
+REMOTE_BUNDLE = "/data/update.raucb"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class Tutorial:
+    """Host-side state shared by the steps."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        pki = lab.cache_dir() / "lab-pki"
+        self.keyring = pki / "ca.cert.pem"
+        self.signer_cert = pki / "signer.cert.pem"
+        self.signer_key = pki / "signer.key.pem"
+        self.devices: list[Issued] = []
+        self.plain_bundle: Path | None = None
+        self.encrypted: Path | None = None
+        self.image_sha256: str = ""
+        self.image_size: int = 0
+
+
+@pytest.fixture(scope="module")
+def tut(tmp_path_factory: pytest.TempPathFactory, lab_run: Path) -> Tutorial:
+    return Tutorial(tmp_path_factory.mktemp("tutorial"))
+
+
+def _install(ssh: Any, bundle: str = REMOTE_BUNDLE) -> tuple[str, str, int]:
+    return run(ssh, f"rauc install {bundle}", timeout=INSTALL_TIMEOUT)
+
+
+def _put_keys(ssh: Any, device: Issued) -> None:
+    ssh.put(str(device.key_path), "/etc/rauc/crypt-key.pem")
+    ssh.put(str(device.cert_path), "/etc/rauc/crypt-cert.pem")
+    sh(ssh, "chmod 0600 /etc/rauc/crypt-key.pem && sync")
+
+
+def _slot_digest(ssh: Any, partlabel: str, size: int) -> str:
+    out = sh(ssh, f"head -c {size} /dev/disk/by-partlabel/{partlabel} | sha256sum", timeout=600)
+    return out.split()[0]
+
+
+def test_01_build_crypt_bundle(tut: Tutorial) -> None:
+    """Step 1: a crypt bundle whose hook carries the device keys into the new slot."""
+    disk = lab.cache_dir() / "out" / "disk.img"
+    image = updates.bootable_rootfs(disk, tut.work / "rootfs-v2.ext4", "2")
+    tut.plain_bundle = updates.make_bundle(tut.work, "update-v2", image, compatible=COMPATIBLE, version="2",
+                                           signer_cert=tut.signer_cert, signer_key=tut.signer_key)
+    info = pyrauc("info", "--keyring", tut.keyring, tut.plain_bundle, check=True)
+    text = ANSI.sub("", info.stdout)
+    assert "Bundle Format:  crypt [unencrypted CMS]" in text
+    assert "Crypt Key:    '<hidden>'" in text
+    shell = pyrauc("info", "--keyring", tut.keyring, "--output-format=shell", tut.plain_bundle, check=True).stdout
+    tut.image_sha256 = re.search(r"RAUC_IMAGE_DIGEST_1='([0-9a-f]{64})'", shell).group(1)  # type: ignore[union-attr]
+    tut.image_size = int(re.search(r"RAUC_IMAGE_SIZE_1=(\d+)", shell).group(1))  # type: ignore[union-attr]
+
+
+def test_02_provision_device_keys(tut: Tutorial, ssh: Any) -> None:
+    """Step 2: five per-device EC P-256 key pairs; device 0's key goes onto the target."""
+    tut.devices = make_recipients(tut.work / "devices", 5, "p256")
+    _put_keys(ssh, tut.devices[0])
+    assert sh(ssh, "stat -c %a /etc/rauc/crypt-key.pem").strip() == "600"
+
+
+def test_03_encrypt_for_devices_0_2_4(tut: Tutorial) -> None:
+    """Step 3: encrypt for three devices from one concatenated PEM, then inspect."""
+    assert tut.plain_bundle is not None
+    recipients = write_pem_bundle(tut.work / "recipients.pem", [tut.devices[i].cert for i in (0, 2, 4)])
+    tut.encrypted = tut.work / "update-v2-encrypted.raucb"
+    pyrauc("encrypt", "--keyring", tut.keyring, "--to", recipients, tut.plain_bundle, tut.encrypted, check=True)
+    nokey = pyrauc("info", "--keyring", tut.keyring, tut.encrypted)
+    assert nokey.returncode == 1
+    assert "Encrypted bundle detected, but no decryption key given" in nokey.stderr
+    info = pyrauc("info", "--keyring", tut.keyring, "--key", tut.devices[0].key_path, "--dump-recipients",
+                  tut.encrypted, check=True)
+    text = ANSI.sub("", info.stdout)
+    assert "Bundle Format:  crypt [encrypted CMS]" in text
+    assert "3 Recipients:" in text
+    assert text.count("Algorithm: dhSinglePass-stdDH-sha1kdf-scheme") == 3
+
+
+def test_04_install_into_b(tut: Tutorial, ssh: Any) -> None:
+    """Step 4: copy to the target and install; rootfs.1 gets the image, BootNext points at B."""
+    assert tut.encrypted is not None
+    assert booted_bootname(ssh) == "A"
+    ssh.put(str(tut.encrypted), REMOTE_BUNDLE)
+    out, err, code = _install(ssh)
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert "  0% Installing" in lines
+    assert "100% Installing done." in lines
+    assert any(line.endswith("Copying image to rootfs.1") for line in lines), out
+    assert f"Installing `{REMOTE_BUNDLE}` succeeded" in out + err
+    assert leftovers(ssh) == ""
+    assert _slot_digest(ssh, "rootfs-b", tut.image_size) == tut.image_sha256
+    efi = efi_state(ssh)
+    assert efi.label_of(efi.boot_next) == "B"
+    assert efi.first_slot_in_order == "A"          # one-shot: BootOrder still starts with A
+
+
+def test_05_reboot_into_b(strategy: Any) -> None:
+    """Step 5: the target boots B, mark-good makes it permanent, the keys came along."""
+    strategy.reboot()
+    ssh = strategy.ssh
+    assert booted_bootname(ssh) == "B"
+    assert sh(ssh, "cat /etc/lab-update-version").strip() == "2"
+    sh(ssh, "systemctl is-active rauc-mark-good.service || "
+            "(sleep 20; systemctl is-active rauc-mark-good.service)", timeout=120)
+    efi = efi_state(ssh)
+    assert efi.boot_next is None
+    assert efi.first_slot_in_order == "B"
+    sh(ssh, "test -s /etc/rauc/crypt-key.pem && test -s /etc/rauc/crypt-cert.pem")
+    status = rauc_status_shell(ssh)
+    assert status.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "B"
+
+
+def test_06_non_recipient_key_is_rejected(tut: Tutorial, strategy: Any) -> None:
+    """Step 6: with device 3's key (no recipient) the install fails and changes nothing."""
+    ssh = strategy.ssh
+    _put_keys(ssh, tut.devices[3])
+    before_efi = efi_state(ssh)
+    before_a = _slot_digest(ssh, "rootfs-a", 64 << 20)
+    before_status = sh(ssh, "cat /data/rauc/central.raucs 2>/dev/null || true")
+    out, err, code = _install(ssh)
+    assert code == 1, out + err
+    assert "Failed to decrypt bundle" in out + err
+    assert f"Installing `{REMOTE_BUNDLE}` failed" in out + err
+    assert leftovers(ssh) == ""
+    assert efi_state(ssh) == before_efi
+    assert _slot_digest(ssh, "rootfs-a", 64 << 20) == before_a
+    assert sh(ssh, "cat /data/rauc/central.raucs 2>/dev/null || true") == before_status
+    strategy.reboot()
+    assert booted_bootname(strategy.ssh) == "B"
+
+
+def test_07_recipient_key_installs_into_a(tut: Tutorial, strategy: Any) -> None:
+    """Step 7: with a recipient key again, the update goes to A and the target boots A."""
+    ssh = strategy.ssh
+    _put_keys(ssh, tut.devices[0])
+    out, err, code = _install(ssh)
+    assert code == 0, out + err
+    assert any(line.endswith("Copying image to rootfs.0") for line in out.splitlines()), out
+    assert _slot_digest(ssh, "rootfs-a", tut.image_size) == tut.image_sha256
+    strategy.reboot()
+    ssh = strategy.ssh
+    assert booted_bootname(ssh) == "A"
+    assert sh(ssh, "cat /etc/lab-update-version").strip() == "2"
+    sh(ssh, "systemctl is-active rauc-mark-good.service || "
+            "(sleep 20; systemctl is-active rauc-mark-good.service)", timeout=120)
+    assert efi_state(ssh).first_slot_in_order == "A"
+
+
+def test_08_fallback_from_unbootable_slot(tut: Tutorial, strategy: Any) -> None:
+    """Step 8: an update that cannot boot; the target comes back in the old slot."""
+    ssh = strategy.ssh
+    broken = updates.broken_rootfs(tut.work / "broken.ext4")
+    plain = updates.make_bundle(tut.work, "broken", broken, compatible=COMPATIBLE, version="broken",
+                                signer_cert=tut.signer_cert, signer_key=tut.signer_key)
+    encrypted = tut.work / "broken-encrypted.raucb"
+    pyrauc("encrypt", "--keyring", tut.keyring, "--to", tut.devices[0].cert_path, plain, encrypted, check=True)
+    ssh.put(str(encrypted), "/data/broken.raucb")
+    out, err, code = _install(ssh, "/data/broken.raucb")
+    assert code == 0, out + err
+    assert efi_state(ssh).label_of(efi_state(ssh).boot_next) == "B"
+    strategy.reboot()                       # B panics (no init), panic=10 resets, firmware boots A
+    ssh = strategy.ssh
+    assert booted_bootname(ssh) == "A"
+    assert sh(ssh, "cat /etc/lab-update-version").strip() == "2"
+    efi = efi_state(ssh)
+    assert efi.first_slot_in_order == "A"
+    assert efi.entries["B"] not in efi.boot_order      # marked bad at install, never marked good
+    status = rauc_status_shell(ssh)
+    assert status.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "A"
+    sh(ssh, "rm -f /data/broken.raucb")
+
+
+def test_09_power_cut_during_copy(strategy: Any) -> None:
+    """Step 9: kill the machine in the middle of a copy; it boots, and a fresh install works."""
+    ssh = strategy.ssh
+    sh(ssh, f"(setsid nohup rauc install {REMOTE_BUNDLE} > /data/install.log 2>&1 &) ; true")
+    deadline = time.monotonic() + INSTALL_TIMEOUT
+    while time.monotonic() < deadline:
+        if "Copying image to rootfs.1" in sh(ssh, "cat /data/install.log"):
+            break
+        time.sleep(2)
+    else:
+        pytest.fail("the install never started copying")
+    time.sleep(5)
+    log = sh(ssh, "cat /data/install.log")
+    assert "succeeded" not in log and "failed" not in log, log
+    strategy.power_cycle()                  # QEMU quits: the power is gone mid-write
+    ssh = strategy.ssh
+    assert booted_bootname(ssh) == "A"
+    out, err, code = _install(ssh)
+    assert code == 0, out + err
+    assert leftovers(ssh) == ""
+    assert efi_state(ssh).label_of(efi_state(ssh).boot_next) == "B"

@@ -1,0 +1,106 @@
+"""Host side of the lab's update workflow: slot images and crypt bundles for the target.
+
+The bootable update image is the lab image's own rootfs-a partition, shrunk with resize2fs and
+stamped with a version file, so it boots in either slot. The broken image is an empty ext4: the
+kernel finds no init, initramfs-tools panics and (panic=10 in the UKI) the machine resets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.helpers.bundles import pyrauc
+
+# A slot hook that carries the device's decryption key and cert into the freshly written slot:
+# without it, the new slot could not decrypt the next update.
+KEY_HOOK = """#!/bin/sh
+set -e
+case "$1" in
+slot-post-install)
+    [ "$RAUC_SLOT_CLASS" = rootfs ] || exit 0
+    mkdir -p "$RAUC_SLOT_MOUNT_POINT/etc/rauc"
+    for f in crypt-key.pem crypt-cert.pem; do
+        if [ -e "/etc/rauc/$f" ]; then cp -a "/etc/rauc/$f" "$RAUC_SLOT_MOUNT_POINT/etc/rauc/$f"; fi
+    done
+    ;;
+esac
+"""
+
+
+def _run(*argv: str | os.PathLike[str]) -> None:
+    subprocess.run([str(a) for a in argv], check=True, stdin=subprocess.DEVNULL, capture_output=True)
+
+
+def _partition(disk: Path, name: str) -> tuple[int, int]:
+    """(offset, size) in bytes of the GPT partition called NAME."""
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], check=True, capture_output=True,
+                                      text=True).stdout)["partitiontable"]
+    sector = int(table.get("sectorsize", 512))
+    for part in table["partitions"]:
+        if part.get("name") == name:
+            return int(part["start"]) * sector, int(part["size"]) * sector
+    raise LookupError(f"no partition {name!r} in {disk}")
+
+
+def _debugfs_write(image: Path, path: str, data: bytes, tmp: Path) -> None:
+    src = tmp / "debugfs-src"
+    src.write_bytes(data)
+    _run("debugfs", "-w", "-R", f"rm {path}", image)        # may not exist: debugfs exits 0 anyway
+    _run("debugfs", "-w", "-R", f"write {src} {path}", image)
+    src.unlink()
+
+
+def bootable_rootfs(disk: Path, out: Path, version: str) -> Path:
+    """Copy rootfs-a out of the lab disk, shrink it, stamp /etc/lab-update-version."""
+    offset, size = _partition(disk, "rootfs-a")
+    with open(disk, "rb") as src, open(out, "wb") as dst:
+        src.seek(offset)
+        remaining = size
+        while remaining:
+            chunk = src.read(min(8 << 20, remaining))
+            if chunk.count(0) == len(chunk):
+                dst.seek(len(chunk), os.SEEK_CUR)      # keep it sparse
+            else:
+                dst.write(chunk)
+            remaining -= len(chunk)
+        dst.truncate(size)
+    _run("e2fsck", "-fy", out)
+    _run("resize2fs", "-M", out)
+    block_count = int(subprocess.run(["dumpe2fs", "-h", str(out)], check=True, capture_output=True, text=True)
+                      .stdout.split("Block count:")[1].split()[0])
+    os.truncate(out, block_count * 4096)
+    _debugfs_write(out, "/etc/lab-update-version", f"{version}\n".encode(), out.parent)
+    _debugfs_write(out, "/etc/lab-slot-marker", f"update-{version}\n".encode(), out.parent)
+    return out
+
+
+def broken_rootfs(out: Path) -> Path:
+    """A 16 MiB ext4 without init: the slot cannot boot."""
+    _run("mkfs.ext4", "-q", "-F", "-L", "broken", "-b", "4096", out, "16M")
+    return out
+
+
+def make_bundle(work: Path, name: str, image: Path, *, compatible: str, version: str, signer_cert: Path,
+                signer_key: Path) -> Path:
+    """A crypt bundle with IMAGE for slot class rootfs and the key-carrying post-install hook."""
+    content = work / f"content-{name}"
+    if content.exists():
+        shutil.rmtree(content)
+    content.mkdir(parents=True)
+    os.link(image, content / "rootfs.ext4")
+    (content / "hook.sh").write_text(KEY_HOOK)
+    (content / "hook.sh").chmod(0o755)
+    (content / "manifest.raucm").write_text(
+        f"[update]\ncompatible={compatible}\nversion={version}\n\n"
+        "[bundle]\nformat=crypt\n\n"
+        "[hooks]\nfilename=hook.sh\n\n"
+        "[image.rootfs]\nfilename=rootfs.ext4\nhooks=post-install\n"
+    )
+    out = work / f"{name}.raucb"
+    pyrauc("bundle", "--cert", signer_cert, "--key", signer_key, content, out, check=True)
+    shutil.rmtree(content)
+    return out
