@@ -20,13 +20,24 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
+def require_tool(name: str, package: str, why: str) -> str:
+    """The path of NAME, or a test failure (never a silent skip) saying what to install."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed (apt-get install {package}); {why}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def rauc_bin() -> str:
     """Debian's rauc 1.8, the oracle of the interop tests."""
-    path = shutil.which("rauc")
-    if path is None:
-        pytest.fail("Debian's rauc is not installed (apt-get install rauc); interop tests need it")
-    return path
+    return require_tool("rauc", "rauc", "interop tests need Debian's rauc as the oracle")
+
+
+@pytest.fixture(scope="session")
+def openssl_bin() -> str:
+    """The openssl CLI, a second oracle for CMS structures."""
+    return require_tool("openssl", "openssl", "CMS interop tests need it")
 
 
 @pytest.fixture

@@ -20,6 +20,21 @@ from pathlib import Path
 from typing import Any
 
 
+def install(tmp_path: Path, monkeypatch: Any, state: dict[str, Any]) -> Path:
+    """Put this fake efibootmgr first on PATH (via monkeypatch) with STATE; return the state file."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "efibootmgr"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    state_file = tmp_path / "efivars.json"
+    state_file.write_text(json.dumps(state))
+    monkeypatch.setenv("FAKE_EFIBOOTMGR_STATE", str(state_file))
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.delenv("PYRAUC_EFIBOOTMGR", raising=False)
+    return state_file
+
+
 def load(path: Path) -> dict[str, Any]:
     state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     state.setdefault("current", None)

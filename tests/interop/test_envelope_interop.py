@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,14 +156,6 @@ def test_pyrauc_encrypt_rauc_decrypt(kind: str, use_ski: bool, tmp_path: Path, c
               check=False)
     assert bad.returncode != 0
     assert "Failed to decrypt CMS EnvelopedData" in bad.stderr
-
-
-@pytest.fixture(scope="module")
-def openssl_bin() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        pytest.fail("the openssl CLI is not installed (apt-get install openssl)")
-    return path
 
 
 @pytest.mark.parametrize("use_ski", [False, True], ids=["issuer-serial", "ski"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import shutil
 import struct
 import subprocess
 from collections.abc import Callable
@@ -36,11 +35,8 @@ pytestmark = pytest.mark.interop
 
 
 @pytest.fixture(scope="module")
-def openssl() -> str:
-    path = shutil.which("openssl")
-    if path is None:
-        pytest.fail("the openssl CLI is needed for the interop tests")
-    return path
+def openssl(openssl_bin: str) -> str:
+    return openssl_bin
 
 
 def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[bytes]:

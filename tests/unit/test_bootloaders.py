@@ -17,8 +17,7 @@ from pyrauc.bootloaders.uboot import UbootBackend
 from pyrauc.config import SystemConfig, parse_config
 from pyrauc.errors import BootloaderError
 from pyrauc.slots import Slot, build_slots
-
-FAKE = Path(__file__).resolve().parents[1] / "helpers" / "fake_efibootmgr.py"
+from tests.helpers import fake_efibootmgr
 
 
 def make(bootloader: str, extra: str = "", slot_extra: str = "") -> tuple[SystemConfig, dict[str, Slot]]:
@@ -34,20 +33,10 @@ def make(bootloader: str, extra: str = "", slot_extra: str = "") -> tuple[System
 @pytest.fixture
 def efi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake efibootmgr on PATH; returns the state file."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    wrapper = bindir / "efibootmgr"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    wrapper.chmod(0o755)
-    state = tmp_path / "efivars.json"
-    state.write_text(json.dumps({
+    return fake_efibootmgr.install(tmp_path, monkeypatch, {
         "current": "0001", "order": ["0001", "0002", "0000"],
         "entries": {"0000": {"label": "UiApp"}, "0001": {"label": "system0"}, "0002": {"label": "system1"}},
-    }))
-    monkeypatch.setenv("FAKE_EFIBOOTMGR_STATE", str(state))
-    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
-    monkeypatch.delenv("PYRAUC_EFIBOOTMGR", raising=False)
-    return state
+    })
 
 
 def efistate(path: Path) -> dict[str, object]:

@@ -12,8 +12,7 @@ import pytest
 
 from pyrauc import cli_target
 from pyrauc.keyfile import KeyFile
-
-FAKE = Path(__file__).resolve().parents[1] / "helpers" / "fake_efibootmgr.py"
+from tests.helpers import fake_efibootmgr
 
 
 def write_conf(tmp_path: Path, bootloader: str = "efi", extra: str = "") -> Path:
@@ -75,19 +74,11 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 @pytest.fixture
 def efi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    wrapper = bindir / "efibootmgr"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    wrapper.chmod(0o755)
-    state = tmp_path / "efivars.json"
-    state.write_text(json.dumps({
+    """A fake efibootmgr on PATH; returns the state file."""
+    return fake_efibootmgr.install(tmp_path, monkeypatch, {
         "current": "0002", "order": ["0001", "0002"],
         "entries": {"0001": {"label": "system0"}, "0002": {"label": "system1"}},
-    }))
-    monkeypatch.setenv("FAKE_EFIBOOTMGR_STATE", str(state))
-    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
-    return state
+    })
 
 
 def test_status_shell_efi(tmp_path: Path, efi: Path, capsys: pytest.CaptureFixture[str]) -> None:
