@@ -13,6 +13,9 @@ import pytest
 
 from tests.helpers.pki import Pki, make_pki
 
+# the lab plugin must set its LG_* variables before labgrid loads the env file
+pytest_plugins = ["labs.pytest_lab"]
+
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:

@@ -1,0 +1,1 @@
+"""labgrid environments and helpers of the pyrauc lab (QEMU/OVMF and real boards)."""
