@@ -36,9 +36,11 @@ def project() -> dict[str, object]:
 
 
 def requirements() -> list[str]:
+    """Runtime dependencies plus the ``pkcs11`` extra (decryption keys in a token on the device)."""
     deps = project().get("dependencies", [])
-    assert isinstance(deps, list)
-    return [str(d) for d in deps]
+    extras = project().get("optional-dependencies", {})
+    assert isinstance(deps, list) and isinstance(extras, dict)
+    return [str(d) for d in [*deps, *extras.get("pkcs11", [])]]
 
 
 def download_wheels(cache: Path, force: bool = False) -> tuple[Path, str]:

@@ -17,6 +17,8 @@ PACKAGES = [
     "linux-image-amd64", "initramfs-tools", "zstd", "systemd-sysv", "udev", "kmod", "dbus",
     "openssh-server", "python3", "python3-venv", "efibootmgr", "dmsetup", "cryptsetup-bin",
     "squashfs-tools", "e2fsprogs", "iproute2", "procps",
+    # PKCS#11 decryption keys on the device (the lab provisions a SoftHSM2 token)
+    "softhsm2",
 ]
 # Slim variant: drop docs and kernel modules a QEMU/board lab never needs. Globs must stay
 # quoted (no shell here) and use /lib/modules (bookworm kernel packages ship under /lib).

@@ -9,6 +9,7 @@ power cut in the middle of a copy. The target is driven only through SSH and the
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,23 @@ def _slot_digest(ssh: Any, partlabel: str, size: int) -> str:
     return out.split()[0]
 
 
+def _check_slot_holds_update(tut: Tutorial, ssh: Any, slot: str, partlabel: str) -> None:
+    """The slot got the image (RAUC's status records its digest) and the hook added the keys.
+
+    (The slot's bytes differ from the image: the post-install hook wrote the keys into it.)
+    """
+    status = sh(ssh, "cat /data/rauc/central.raucs")
+    section = status.split(f"[slot.{slot}]", 1)[1].split("\n[", 1)[0]
+    assert f"sha256={tut.image_sha256}" in section and "status=ok" in section, status
+    mnt = f"/tmp/check-{partlabel}"
+    sh(ssh, f"mkdir -p {mnt} && mount -o ro /dev/disk/by-partlabel/{partlabel} {mnt}")
+    try:
+        assert sh(ssh, f"cat {mnt}/etc/lab-update-version").strip() == "2"
+        sh(ssh, f"test -s {mnt}/etc/rauc/crypt-key.pem && test -s {mnt}/etc/rauc/crypt-cert.pem")
+    finally:
+        sh(ssh, f"umount {mnt}")
+
+
 def test_01_build_crypt_bundle(tut: Tutorial) -> None:
     """Step 1: a crypt bundle whose hook carries the device keys into the new slot."""
     disk = lab.cache_dir() / "out" / "disk.img"
@@ -115,7 +133,7 @@ def test_04_install_into_b(tut: Tutorial, ssh: Any) -> None:
     assert any(line.endswith("Copying image to rootfs.1") for line in lines), out
     assert f"Installing `{REMOTE_BUNDLE}` succeeded" in out + err
     assert leftovers(ssh) == ""
-    assert _slot_digest(ssh, "rootfs-b", tut.image_size) == tut.image_sha256
+    _check_slot_holds_update(tut, ssh, "rootfs.1", "rootfs-b")
     efi = efi_state(ssh)
     assert efi.label_of(efi.boot_next) == "B"
     assert efi.first_slot_in_order == "A"          # one-shot: BootOrder still starts with A
@@ -163,7 +181,7 @@ def test_07_recipient_key_installs_into_a(tut: Tutorial, strategy: Any) -> None:
     out, err, code = _install(ssh)
     assert code == 0, out + err
     assert any(line.endswith("Copying image to rootfs.0") for line in out.splitlines()), out
-    assert _slot_digest(ssh, "rootfs-a", tut.image_size) == tut.image_sha256
+    _check_slot_holds_update(tut, ssh, "rootfs.0", "rootfs-a")
     strategy.reboot()
     ssh = strategy.ssh
     assert booted_bootname(ssh) == "A"
@@ -203,8 +221,10 @@ def test_09_power_cut_during_copy(strategy: Any) -> None:
     sh(ssh, f"(setsid nohup rauc install {REMOTE_BUNDLE} > /data/install.log 2>&1 &) ; true")
     deadline = time.monotonic() + INSTALL_TIMEOUT
     while time.monotonic() < deadline:
-        if "Copying image to rootfs.1" in sh(ssh, "cat /data/install.log"):
+        log = sh(ssh, "cat /data/install.log")
+        if "Copying image to rootfs.1" in log:
             break
+        assert "Installing `" not in log, f"the install ended before copying:\n{log}"
         time.sleep(2)
     else:
         pytest.fail("the install never started copying")
@@ -218,3 +238,45 @@ def test_09_power_cut_during_copy(strategy: Any) -> None:
     assert code == 0, out + err
     assert leftovers(ssh) == ""
     assert efi_state(ssh).label_of(efi_state(ssh).boot_next) == "B"
+
+
+PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def _provision_token(tut: Tutorial, ssh: Any, device: Issued, name: str) -> str:
+    """Make a SoftHSM2 token holding DEVICE's key and cert (the factory step) and put it on the target.
+
+    Returns the environment prefix for commands that use it.
+    """
+    from tests.helpers.softhsm import make_token
+
+    token = make_token(tut.work / name, label="lab", pin="1234")
+    token.import_key(device.key, "crypt", b"\x01", cert=device.cert)
+    archive = tut.work / f"{name}.tar"
+    subprocess.run(["tar", "-C", str(tut.work / name), "-cf", str(archive), "tokens"], check=True)
+    remote = f"/data/{name}"
+    sh(ssh, f"rm -rf {remote} && mkdir -p {remote}")
+    ssh.put(str(archive), f"{remote}/tokens.tar")
+    sh(ssh, f"tar -C {remote} -xf {remote}/tokens.tar && rm {remote}/tokens.tar && "
+            f"printf 'directories.tokendir = {remote}/tokens\\nobjectstore.backend = file\\n' > {remote}/softhsm2.conf")
+    return (f"SOFTHSM2_CONF={remote}/softhsm2.conf RAUC_PKCS11_MODULE={PKCS11_MODULE} RAUC_PKCS11_PIN=1234 ")
+
+
+def test_10_keys_in_a_pkcs11_token(tut: Tutorial, strategy: Any) -> None:
+    """Steps 6 and 7 again with the device key in a SoftHSM2 token ([encryption] key=pkcs11:...)."""
+    ssh = strategy.ssh
+    uri = "pkcs11:token=lab;object=crypt"
+    conf = f"-C 'encryption:key={uri}' -C 'encryption:cert={uri}'"
+    env = _provision_token(tut, ssh, tut.devices[3], "hsm-device-3")
+    before = efi_state(ssh)
+    out, err, code = run(ssh, f"{env} rauc {conf} install {REMOTE_BUNDLE}", timeout=INSTALL_TIMEOUT)
+    assert code == 1, out + err
+    assert "Failed to decrypt bundle" in out + err
+    assert leftovers(ssh) == ""
+    assert efi_state(ssh) == before
+    env = _provision_token(tut, ssh, tut.devices[0], "hsm-device-0")
+    out, err, code = run(ssh, f"{env} rauc {conf} install {REMOTE_BUNDLE}", timeout=INSTALL_TIMEOUT)
+    assert code == 0, out + err
+    assert any(line.endswith("Copying image to rootfs.1") for line in out.splitlines()), out
+    assert leftovers(ssh) == ""
+    _check_slot_holds_update(tut, ssh, "rootfs.1", "rootfs-b")
