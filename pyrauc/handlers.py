@@ -2,7 +2,8 @@
 
 Implemented on the host: raw -> raw/ext4/vfat, ext4 -> ext4/raw, vfat -> vfat/raw,
 squashfs -> raw (streamed copy with sha256 check and fsync), tar -> ext4/vfat (mkfs, then extract),
-emptyfs -> ext4 (mkfs only). Other combinations of RAUC's table (ubi*, nand, nor, jffs2, boot-*)
+emptyfs -> ext4 (mkfs only), raw/vfat/ext4 -> boot-gpt-switch (inactive half of the region, then
+GPT partition 1 switched; see pyrauc.gpt). Other combinations of RAUC's table (ubi*, nand, nor, jffs2, boot-*)
 fail with a clear "not supported" error; combinations outside the table fail with RAUC's
 "Unsupported image type '%s' for slot type '%s'".
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyrauc import hooks, mount
+from pyrauc import gpt, hooks, mount
 from pyrauc.errors import InstallError
 from pyrauc.progress import Progress
 
@@ -58,6 +59,7 @@ IMAGE_SLOT_TABLE: dict[str, frozenset[str]] = {
 COPY = "copy"
 TAR = "tar"
 EMPTYFS = "emptyfs"
+GPT_SWITCH = "gpt-switch"
 # (image type, slot type) -> method implemented by pyrauc
 IMPLEMENTED: dict[tuple[str, str], str] = {
     ("raw", "raw"): COPY, ("raw", "ext4"): COPY, ("raw", "vfat"): COPY,
@@ -66,6 +68,8 @@ IMPLEMENTED: dict[tuple[str, str], str] = {
     ("squashfs", "raw"): COPY,
     ("tar", "ext4"): TAR, ("tar", "vfat"): TAR,
     ("emptyfs", "ext4"): EMPTYFS,
+    ("raw", "boot-gpt-switch"): GPT_SWITCH, ("vfat", "boot-gpt-switch"): GPT_SWITCH,
+    ("ext4", "boot-gpt-switch"): GPT_SWITCH,
 }
 
 
@@ -85,6 +89,8 @@ class SlotInfo:
     extra_mkfs_opts: list[str] = field(default_factory=list)
     extra_mount_opts: str | None = None
     resize: bool = False
+    region_start: int | None = None      # boot-gpt-switch region (bytes)
+    region_size: int | None = None
 
 
 @dataclass
@@ -159,13 +165,21 @@ def precheck(job: ImageJob) -> str:
         method = "hook"
     else:
         method = check_combination(job.image_type, slot.type)
-    if method in (COPY, TAR, EMPTYFS, "hook") and not os.path.exists(slot.device):
+    if method in (COPY, TAR, EMPTYFS, GPT_SWITCH, "hook") and not os.path.exists(slot.device):
         raise InstallError(f"Slot device {slot.device} of slot {slot.name} does not exist")
     if method == COPY:
         need, have = image_size(job), device_size(slot.device)
         if need > have:
             raise InstallError(f"Image size ({need} bytes) exceeds size of slot {slot.name} ({have} bytes)")
+    if method == GPT_SWITCH:
+        gpt_plan(job)
     return method
+
+
+def gpt_plan(job: ImageJob) -> gpt.GptSwitchPlan:
+    """Check a boot-gpt-switch slot and the image; where the image goes."""
+    slot = job.slot
+    return gpt.plan(slot.device, slot.region_start, slot.region_size, slot.name, image_size(job))
 
 
 def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
@@ -240,7 +254,8 @@ def extract_tar(archive: Path, slot: SlotInfo, mountprefix: str) -> None:
         os.sync()
 
 
-def _slot_hook_env(job: ImageJob, henv: HandlerEnv, mount_point: Path | None) -> dict[str, str]:
+def _slot_hook_env(job: ImageJob, henv: HandlerEnv, mount_point: Path | None,
+                   extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(henv.base_env)
     env["RAUC_MOUNT_PREFIX"] = henv.mountprefix
     env["RAUC_BUNDLE_MOUNT_POINT"] = os.fspath(henv.bundle_mount)
@@ -250,10 +265,12 @@ def _slot_hook_env(job: ImageJob, henv: HandlerEnv, mount_point: Path | None) ->
                               mount_point=mount_point))
     env.update(hooks.image_env(path=job.path, size=job.image.size, digest=job.image.sha256,
                                sclass=job.image.slotclass))
+    env.update(extra or {})
     return env
 
 
-def run_slot_hook(job: ImageJob, henv: HandlerEnv, action: str) -> None:
+def run_slot_hook(job: ImageJob, henv: HandlerEnv, action: str, extra_env: Mapping[str, str] | None = None
+                  ) -> None:
     """Run ``<hook> slot-<action>``, mounting a mountable slot for pre/post-install."""
     if not henv.hook_name:
         raise InstallError(f"Image {job.image.slotclass} requests hooks but the manifest has no hook file")
@@ -264,7 +281,7 @@ def run_slot_hook(job: ImageJob, henv: HandlerEnv, action: str) -> None:
                             extra_options=slot.extra_mount_opts) if want_mount else nullcontext(None))
     with ctx as mp:
         try:
-            hooks.run_hook(hook, f"slot-{action}", _slot_hook_env(job, henv, mp))
+            hooks.run_hook(hook, f"slot-{action}", _slot_hook_env(job, henv, mp, extra_env))
         except InstallError as exc:
             raise InstallError(f"Slot {action} hook failed for {slot.name}: {exc}") from exc
 
@@ -274,8 +291,10 @@ def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None 
     """Write ``job.image`` to ``job.slot`` (hooks included). Call :func:`precheck` first."""
     method = method or precheck(job)
     image_hooks = job.image.hooks
+    switch = gpt_plan(job) if method == GPT_SWITCH else None
+    boot_env = switch.hook_env() if switch is not None else None
     if "pre-install" in image_hooks:
-        run_slot_hook(job, henv, "pre-install")
+        run_slot_hook(job, henv, "pre-install", boot_env)
     if method == "hook":
         run_slot_hook(job, henv, "install")
     elif method == COPY:
@@ -287,10 +306,13 @@ def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None 
         extract_tar(job.path, job.slot, henv.mountprefix)
     elif method == EMPTYFS:
         format_slot(job.slot)
+    elif switch is not None:
+        gpt.write_image(job.path, switch, size=job.image.size, sha256=job.image.sha256, progress=progress)
+        gpt.switch_partition(switch)
     else:
         raise InstallError(f"unknown handler method '{method}'")
     if "post-install" in image_hooks:
-        run_slot_hook(job, henv, "post-install")
+        run_slot_hook(job, henv, "post-install", boot_env)
 
 
 

@@ -109,7 +109,8 @@ def slot_info(slot: Slot) -> handlers.SlotInfo:
         bootname=root.bootname if slot.parent is not None else slot.bootname,
         parent=slot.parent.name if slot.parent is not None else None, state=slot.state,
         readonly=slot.readonly, install_same=sc.install_same, extra_mkfs_opts=list(sc.extra_mkfs_opts),
-        extra_mount_opts=sc.extra_mount_opts, resize=sc.resize)
+        extra_mount_opts=sc.extra_mount_opts, resize=sc.resize, region_start=sc.region_start,
+        region_size=sc.region_size)
 
 
 def _system_env(config: SystemConfig, system_info: dict[str, str], variant: str | None) -> dict[str, str]:

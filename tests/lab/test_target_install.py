@@ -189,8 +189,8 @@ def test_install_bad_input(dut: Any, labhost: Lab, case: str) -> None:
     elif case == "missing-device":
         options = "-C slot.rootfs.1:device=/dev/disk/by-partlabel/no-such-slot"
     elif case == "image-too-large":
-        image.unlink()
-        subprocess.run(["truncate", "-s", "1100M", str(image)], check=True)   # sparse, squashes to nothing
+        with open(image, "r+b") as f:            # larger than the 1 GiB slot, sparse but for the ext4
+            f.truncate(1100 << 20)
     elif case == "failing-hook":
         hook = "#!/bin/sh\ncase \"$1\" in slot-pre-install) echo 'pre-install refused' >&2; exit 1;; esac\n"
     elif case == "readonly-slot":

@@ -79,8 +79,13 @@ def bootable_rootfs(disk: Path, out: Path, version: str) -> Path:
 
 
 def broken_rootfs(out: Path) -> Path:
-    """A 16 MiB ext4 without init: the slot cannot boot."""
-    _run("mkfs.ext4", "-q", "-F", "-L", "broken", "-b", "4096", out, "16M")
+    """A 16 MiB ext4 without init: the slot cannot boot (some random data keeps the squashfs > 4 KiB)."""
+    src = out.with_suffix(".d")
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "README").write_text("This slot has no init: the kernel cannot boot it.\n")
+    (src / "noise.bin").write_bytes(os.urandom(256 * 1024))
+    _run("mkfs.ext4", "-q", "-F", "-L", "broken", "-b", "4096", "-d", src, out, "16M")
+    shutil.rmtree(src)
     return out
 
 

@@ -63,7 +63,7 @@ def test_unsupported_combinations(image_type: str, slot_type: str) -> None:
     assert str(exc.value) == f"Unsupported image type '{image_type}' for slot type '{slot_type}'"
 
 
-@pytest.mark.parametrize("image_type,slot_type", [("raw", "boot-gpt-switch"), ("ubifs", "ubivol"),
+@pytest.mark.parametrize("image_type,slot_type", [("raw", "boot-mbr-switch"), ("ubifs", "ubivol"),
                                                   ("raw", "nand")])
 def test_table_entries_not_implemented(image_type: str, slot_type: str) -> None:
     with pytest.raises(InstallError, match="is not supported by pyrauc"):
