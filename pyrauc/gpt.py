@@ -21,7 +21,6 @@ pyrauc's rules (checked before a byte is written):
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -29,11 +28,9 @@ import re
 import stat
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pyrauc.errors import InstallError
-from pyrauc.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -157,42 +154,6 @@ def plan(device: str, region_start: int | None, region_size: int | None, slot_na
                            f"{slot_name} ({half} bytes)")
     return GptSwitchPlan(device=device, sector_size=ssz, region_start=region_start, region_size=region_size,
                          current_half=current)
-
-
-def write_image(src: Path, plan_: GptSwitchPlan, *, size: int | None, sha256: str | None,
-                progress: Progress | None = None) -> str:
-    """Copy ``src`` into the inactive half, hashing it; fsync; return the sha256."""
-    digest = hashlib.sha256()
-    total = size if size is not None else src.stat().st_size
-    done = 0
-    offset = plan_.target_start
-    try:
-        with open(src, "rb") as fin:
-            fd = os.open(plan_.device, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                while chunk := fin.read(CHUNK):
-                    if done + len(chunk) > plan_.half_size:
-                        raise InstallError(f"Image {src.name} is larger than the region half "
-                                           f"({plan_.half_size} bytes)")
-                    digest.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.pwrite(fd, view, offset)
-                        view, offset = view[n:], offset + n
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    except OSError as exc:
-        raise InstallError(f"Failed to copy image {src.name} to {plan_.device}: {exc.strerror}") from exc
-    if size is not None and done != size:
-        raise InstallError(f"Image {src.name} has {done} bytes, manifest says {size}")
-    hexdigest = digest.hexdigest()
-    if sha256 is not None and hexdigest != sha256.lower():
-        raise InstallError(f"Image {src.name} has checksum {hexdigest}, manifest says {sha256}")
-    return hexdigest
 
 
 def _comparable(table: dict[str, Any]) -> dict[str, Any]:

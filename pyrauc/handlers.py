@@ -183,9 +183,10 @@ def gpt_plan(job: ImageJob) -> gpt.GptSwitchPlan:
 
 
 def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
-               progress: Progress | None = None) -> str:
-    """Stream ``src`` to ``dst`` (no truncation), hash while copying, fsync; return the sha256.
+               progress: Progress | None = None, offset: int = 0, limit: int | None = None) -> str:
+    """Stream ``src`` to ``dst`` at ``offset`` (no truncation), hash while copying, fsync; return the sha256.
 
+    ``limit`` bounds the bytes that may be written (a region half of a boot-gpt-switch slot).
     InstallError if the data does not match ``sha256``/``size`` of the manifest.
     """
     digest = hashlib.sha256()
@@ -196,12 +197,15 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
             fd = os.open(dst, os.O_WRONLY | os.O_CLOEXEC)
             try:
                 while chunk := fin.read(CHUNK):
+                    if limit is not None and done + len(chunk) > limit:
+                        raise InstallError(f"Image {src.name} is larger than the space on {dst} "
+                                           f"({limit} bytes)")
                     digest.update(chunk)
                     view = memoryview(chunk)
                     while view:
-                        n = os.write(fd, view)
+                        n = os.pwrite(fd, view, offset + done)
                         view = view[n:]
-                    done += len(chunk)
+                        done += n
                     if progress is not None:
                         progress(done, total)
                 os.fsync(fd)
@@ -307,7 +311,8 @@ def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None 
     elif method == EMPTYFS:
         format_slot(job.slot)
     elif switch is not None:
-        gpt.write_image(job.path, switch, size=job.image.size, sha256=job.image.sha256, progress=progress)
+        copy_image(job.path, switch.device, size=job.image.size, sha256=job.image.sha256, progress=progress,
+                   offset=switch.target_start, limit=switch.half_size)
         gpt.switch_partition(switch)
     else:
         raise InstallError(f"unknown handler method '{method}'")
