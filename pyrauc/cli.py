@@ -270,11 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def signing_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cert", metavar="PEMFILE|PKCS11-URL")
+        p.add_argument("--key", metavar="PEMFILE|PKCS11-URL")
+        p.add_argument("--intermediate", metavar="PEMFILE", action="append")
+        p.add_argument("--signing-keyring", metavar="PEMFILE")
+
     p = add("bundle", cmd_bundle, "Create a bundle from a content directory")
-    p.add_argument("--cert", metavar="PEMFILE|PKCS11-URL")
-    p.add_argument("--key", metavar="PEMFILE|PKCS11-URL")
-    p.add_argument("--intermediate", metavar="PEMFILE", action="append")
-    p.add_argument("--signing-keyring", metavar="PEMFILE")
+    signing_options(p)
     p.add_argument("--mksquashfs-args", metavar="ARGS")
     p.add_argument("inputdir", metavar="INPUTDIR")
     p.add_argument("bundlename", metavar="BUNDLENAME")
@@ -305,11 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(pos, metavar=pos.upper())
 
     p = add("resign", cmd_resign, "Resign an already signed bundle")
-    p.add_argument("--cert", metavar="PEMFILE|PKCS11-URL")
-    p.add_argument("--key", metavar="PEMFILE|PKCS11-URL")
-    p.add_argument("--intermediate", metavar="PEMFILE", action="append")
+    signing_options(p)
     p.add_argument("--keyring", metavar="PEMFILE")
-    p.add_argument("--signing-keyring", metavar="PEMFILE")
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--no-check-time", action="store_true")
     p.add_argument("--append", action="store_true", help="add a signer instead of replacing the signature")
