@@ -254,9 +254,15 @@ def _common_parser(suppress: bool) -> argparse.ArgumentParser:
     return p
 
 
+def _prog_name() -> str:
+    """``rauc`` when called through the target's alias, else ``pyrauc``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name in ("rauc", "pyrauc") else "pyrauc"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "pyrauc",
+        prog=_prog_name(),
         description="pyrauc: RAUC-compatible bundle and update tool",
         parents=[_common_parser(False)],
     )
