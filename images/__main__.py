@@ -1,4 +1,8 @@
-"""Command line: ``python -m images [--force] [--cache-dir DIR]`` builds the lab disk image."""
+"""Command line: ``python -m images [--force] [--cache-dir DIR] [--rauc pyrauc|debian]`` builds the lab disk image.
+
+``--rauc debian`` (default: $PYRAUC_LAB_RAUC, else pyrauc) builds the variant with Debian's C rauc
+1.8 instead of pyrauc, into CACHE/out-debian/; the default image is not touched.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,32 @@ import os
 import sys
 import time
 
+from . import debian_rauc
 from .build import build
-from .common import cache_dir, log
+from .common import RAUC_VARIANTS, cache_dir, log, rauc_variant
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m images", description=__doc__)
     parser.add_argument("--force", action="store_true", help="rebuild every stage (the lab keys are kept)")
     parser.add_argument("--cache-dir", help="cache root (default: $PYRAUC_IMAGE_CACHE or images/cache)")
+    parser.add_argument("--rauc", choices=RAUC_VARIANTS, default=None,
+                        help="rauc on the target: pyrauc (default) or debian (C rauc 1.8 from bookworm); "
+                             "default $PYRAUC_LAB_RAUC")
     args = parser.parse_args(argv)
+    try:
+        variant = rauc_variant(args.rauc)
+    except ValueError as e:
+        print(f"python -m images: {e}", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("python -m images: needs root (mmdebstrap --mode=root, chroot)", file=sys.stderr)
         return 1
     t0 = time.monotonic()
-    img = build(cache_dir(args.cache_dir), force=args.force)
+    if variant == "debian":
+        img = debian_rauc.build(cache_dir(args.cache_dir), force=args.force)
+    else:
+        img = build(cache_dir(args.cache_dir), force=args.force)
     log(f"total {time.monotonic() - t0:.1f} s")
     print(img.disk)
     print(img.vars)

@@ -26,6 +26,18 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return Path(env).resolve() if env else DEFAULT_CACHE
 
 
+# Which rauc the lab image runs: pyrauc (the default image) or Debian's C rauc 1.8 (opt-in variant).
+RAUC_VARIANTS = ("pyrauc", "debian")
+
+
+def rauc_variant(override: str | None = None) -> str:
+    """--rauc, else $PYRAUC_LAB_RAUC, else 'pyrauc' (labs/lab.py reads the same variable)."""
+    value = (override or os.environ.get("PYRAUC_LAB_RAUC") or "pyrauc").lower()
+    if value not in RAUC_VARIANTS:
+        raise ValueError(f"PYRAUC_LAB_RAUC / --rauc: {value!r} is not one of {', '.join(RAUC_VARIANTS)}")
+    return value
+
+
 def log(msg: str) -> None:
     """One progress line on stderr, flushed at once."""
     print(f"[images] {msg}", file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from .common import Hasher, cached, prune, run, stage
@@ -71,12 +72,15 @@ def apt_mirrors() -> tuple[str, str | None]:
     return main, security
 
 
-def mmdebstrap_args(target: Path) -> list[str]:
-    """The mmdebstrap command line (also the input of the cache key)."""
+def mmdebstrap_args(target: Path, extra_packages: Sequence[str] = ()) -> list[str]:
+    """The mmdebstrap command line (also the input of the cache key).
+
+    EXTRA_PACKAGES (the Debian-rauc variant) are appended to PACKAGES; none for the default image.
+    """
     main, security = apt_mirrors()
     args = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory", "--quiet"]
     args += [f"--dpkgopt=path-exclude={p}" for p in PATH_EXCLUDES]
-    args += ["--dpkgopt=path-include=/usr/share/doc/*/copyright", "--include=" + ",".join(PACKAGES)]
+    args += ["--dpkgopt=path-include=/usr/share/doc/*/copyright", "--include=" + ",".join([*PACKAGES, *extra_packages])]
     modules = "".join(m + "\\n" for m in INITRD_MODULES)
     args += [
         '--essential-hook=mkdir -p "$1/etc/initramfs-tools/conf.d"; '
@@ -100,9 +104,9 @@ def mmdebstrap_args(target: Path) -> list[str]:
     return args
 
 
-def build_rootfs(cache: Path, force: bool = False) -> tuple[Path, str]:
+def build_rootfs(cache: Path, force: bool = False, extra_packages: Sequence[str] = ()) -> tuple[Path, str]:
     """Return (rootfs directory, its cache key); build it with mmdebstrap when not cached."""
-    key = Hasher("rootfs").text(*mmdebstrap_args(Path("TARGET"))).hexdigest()
+    key = Hasher("rootfs").text(*mmdebstrap_args(Path("TARGET"), extra_packages)).hexdigest()
     final = cache / "rootfs" / f"base-{key}"
     if not force and cached("rootfs", final):
         return final, key
@@ -110,7 +114,7 @@ def build_rootfs(cache: Path, force: bool = False) -> tuple[Path, str]:
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     with stage("rootfs", "mmdebstrap, slim bookworm"):
-        run(mmdebstrap_args(tmp), quiet=True)
+        run(mmdebstrap_args(tmp, extra_packages), quiet=True)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

@@ -83,13 +83,33 @@ def cache_dir() -> Path:
     return Path(env).resolve() if env else REPO / "images" / "cache"
 
 
+RAUC_VARIANTS = ("pyrauc", "debian")   # as images.common.RAUC_VARIANTS
+
+
+def rauc_variant() -> str:
+    """Which rauc the lab target runs: $PYRAUC_LAB_RAUC, 'pyrauc' (default) or 'debian' (C rauc 1.8).
+
+    The image builder (``python -m images --rauc``) reads the same variable.
+    """
+    value = (os.environ.get("PYRAUC_LAB_RAUC") or "pyrauc").lower()
+    if value not in RAUC_VARIANTS:
+        raise ValueError(f"PYRAUC_LAB_RAUC={value!r}: expected one of {', '.join(RAUC_VARIANTS)}")
+    return value
+
+
+def out_dir() -> Path:
+    """The image builder's output directory of the selected variant (out/ or out-debian/)."""
+    variant = rauc_variant()
+    return cache_dir() / ("out" if variant == "pyrauc" else f"out-{variant}")
+
+
 def export_env(run_dir: Path) -> dict[str, str]:
     """Set (and return) the LG_* variables labs/qemu.yaml uses; cheap, creates no files."""
     accel = choose_accel()
     paths = run_paths(run_dir)
     values = {
         "LG_LAB_DISK": str(paths["disk"]),
-        "LG_LAB_SSH_KEY": str(cache_dir() / "out" / "id_ed25519"),
+        "LG_LAB_SSH_KEY": str(out_dir() / "id_ed25519"),
         "LG_QEMU_CPU": accel.cpu,
         "LG_QEMU_EXTRA_ARGS": " ".join([
             accel.args,
@@ -120,10 +140,13 @@ def sha256_cached(path: Path) -> str:
 def prepare(run_dir: Path, *, build: bool = True) -> str:
     """Build the image if needed, create the per-run overlay + NVRAM copy; return a one-line summary."""
     cache = cache_dir()
+    variant = rauc_variant()
     if build:
         cmd = [sys.executable, "-m", "images", "--cache-dir", str(cache)]
+        if variant != "pyrauc":
+            cmd += ["--rauc", variant]
         subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    out = cache / "out"
+    out = out_dir()
     disk, vars_src = out / "disk.img", out / "OVMF_VARS.fd"
     paths = run_paths(run_dir)
     paths["vm"].mkdir(parents=True, exist_ok=True)
@@ -141,8 +164,11 @@ def prepare(run_dir: Path, *, build: bool = True) -> str:
     paths["vars"].write_bytes(vars_src.read_bytes())
     accel = choose_accel()
     info = json.loads((out / "build.json").read_text())
-    return (f"lab: booting {disk} (sha256 {sha256_cached(disk)[:16]}, build key {info['key']}, "
-            f"kernel {info['kernel']}) under {accel.label}; overlay {paths['disk']}")
+    summary = (f"lab: booting {disk} (sha256 {sha256_cached(disk)[:16]}, build key {info['key']}, "
+               f"kernel {info['kernel']}) under {accel.label}; overlay {paths['disk']}")
+    if variant != "pyrauc":
+        summary += f"; target rauc: {info.get('rauc', variant)} [PYRAUC_LAB_RAUC={variant}]"
+    return summary
 
 
 def cleanup(run_dir: Path) -> None:

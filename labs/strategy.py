@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import attr
+import pexpect
 from labgrid import step, target_factory
 from labgrid.driver import ShellDriver, SSHDriver
 from labgrid.protocol import ConsoleProtocol, PowerProtocol
@@ -61,6 +62,7 @@ class PyraucLabStrategy(Strategy):
         self._forwarded = False
         self.last_boot_seconds: float | None = None
         self.boots = 0
+        self.recoveries = 0
 
     # -- helpers -----------------------------------------------------------------------------
     def _forward_ssh(self) -> None:
@@ -78,9 +80,27 @@ class PyraucLabStrategy(Strategy):
         self.target.deactivate(self.ssh)
         self.target.deactivate(self.shell)
 
-    def _up(self, t0: float) -> None:
-        """Wait for the console login, then for SSH; record the boot time."""
-        self.target.activate(self.shell)
+    def _up(self, t0: float, recover: bool = True) -> None:
+        """Wait for the console login, then for SSH; record the boot time.
+
+        A machine that shows no login within the ShellDriver's login_timeout is power-cycled once
+        (what a lab watchdog would do: emulated resets under TCG have been seen to hang silently),
+        and the recovery is logged; the firmware's state (BootNext, BootOrder) survives it.
+        """
+        try:
+            self.target.activate(self.shell)
+        except pexpect.TIMEOUT:
+            if not recover:
+                raise
+            self.recoveries += 1
+            print(f"\nlab: no login after {time.monotonic() - t0:.0f} s: power-cycling the target", flush=True)
+            self.target.deactivate(self.shell)
+            self.target.activate(self.power)
+            self.power.off()
+            time.sleep(self.power_off_seconds)
+            self.power.on()
+            self._forward_ssh()
+            self.target.activate(self.shell)
         self.target.activate(self.ssh)
         self.last_boot_seconds = time.monotonic() - t0
         self.boots += 1

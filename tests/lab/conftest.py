@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from labs import lab, pytest_lab
+from tests.lab.target import rauc_flavour, run
 
 # the hooks (results dir, LG_* variables, skips without --lg-env) come from labs.pytest_lab,
 # loaded by the top-level conftest
@@ -60,3 +61,11 @@ def strategy(lab_run: Path, target: Any) -> Any:
 def ssh(strategy: Any) -> Any:
     """The SSHDriver of a booted target."""
     return strategy.ssh
+
+
+@pytest.fixture(scope="session")
+def target_rauc(strategy: Any) -> str:
+    """Which rauc the target runs: 'pyrauc' or 'rauc 1.8' (Debian's C rauc; PYRAUC_LAB_RAUC=debian)."""
+    out, err, code = run(strategy.ssh, "rauc --version")
+    assert code == 0, out + err
+    return rauc_flavour(out + err)

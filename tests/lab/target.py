@@ -1,6 +1,8 @@
 """Shell helpers for lab tests: everything goes through SSH commands and the ``rauc`` CLI.
 
-Nothing here knows whether the target runs pyrauc or C RAUC, or whether it is QEMU or a board.
+Nothing here knows whether the target is QEMU or a board. Whether it runs pyrauc or C RAUC only
+matters for options C rauc 1.8 lacks: ``rauc_flavour`` tells them apart from ``rauc --version``
+(the ``target_rauc`` fixture) and ``needs_confopt`` skips on C rauc 1.8.
 """
 
 from __future__ import annotations
@@ -9,9 +11,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-# RAUC's bundle mount prefix and dm names: nothing of these may be left after an install
+import pytest
+
+# RAUC's bundle mount prefix (pyrauc: /mnt/rauc; Debian's rauc.service: --mount=/run/rauc, in its own
+# mount namespace, MountFlags=slave) and dm names: nothing of these may be left after an install
 LEFTOVER_CHECK = (
-    "(grep -E ' /mnt/rauc' /proc/mounts || true); "
+    "(grep -E ' /mnt/rauc| /run/rauc/' /proc/mounts || true); "
+    "(for p in $(pidof rauc 2>/dev/null); do "
+    "grep -E ' /mnt/rauc| /run/rauc/' /proc/$p/mounts 2>/dev/null; done; true); "
     "(dmsetup ls 2>/dev/null | grep -E '^rauc-' || true); "
     "(losetup -a 2>/dev/null || true)"
 )
@@ -97,3 +104,23 @@ def rauc_status_shell(ssh: Any) -> dict[str, str]:
 def leftovers(ssh: Any) -> str:
     """Mounts under /mnt/rauc, rauc-* dm nodes and loop devices left on the target ('' if none)."""
     return sh(ssh, LEFTOVER_CHECK).strip()
+
+
+PYRAUC = "pyrauc"
+C_RAUC_18 = "rauc 1.8"
+
+
+def rauc_flavour(version_output: str) -> str:
+    """'pyrauc' or 'rauc X.Y' (C RAUC) from the target's `rauc --version` output."""
+    text = version_output.strip()
+    if text.startswith("pyrauc") or "compatible with rauc" in text:
+        return PYRAUC
+    m = re.match(r"^rauc (\d+\.\d+)", text)
+    return f"rauc {m.group(1)}" if m else text
+
+
+def needs_confopt(target_rauc: str, what: str) -> None:
+    """Skip on C rauc 1.8: it has no -C/--confopt, and its install runs in rauc.service (client options
+    do not reach it), so a test that overrides system.conf per call cannot run there."""
+    if target_rauc == C_RAUC_18:
+        pytest.skip(f"rauc 1.8 has no -C/--confopt (added in 1.10) and installs via rauc.service: {what}")

@@ -20,7 +20,7 @@ from labs import lab
 from tests.helpers.bundles import pyrauc
 from tests.helpers.pki import Issued, make_recipients, write_pem_bundle
 from tests.lab import updates
-from tests.lab.target import booted_bootname, efi_state, leftovers, rauc_status_shell, run, sh
+from tests.lab.target import booted_bootname, efi_state, leftovers, needs_confopt, rauc_status_shell, run, sh
 
 COMPATIBLE = "pyrauc-qemux86-64"
 INSTALL_TIMEOUT = 1800          # TCG on two busy cores: a full rootfs through dm-verity + dm-crypt
@@ -83,7 +83,7 @@ def _check_slot_holds_update(tut: Tutorial, ssh: Any, slot: str, partlabel: str)
 
 def test_01_build_crypt_bundle(tut: Tutorial) -> None:
     """Step 1: a crypt bundle whose hook carries the device keys into the new slot."""
-    disk = lab.cache_dir() / "out" / "disk.img"
+    disk = lab.out_dir() / "disk.img"          # the image the target booted (pyrauc or Debian rauc)
     image = updates.bootable_rootfs(disk, tut.work / "rootfs-v2.ext4", "2")
     tut.plain_bundle = updates.make_bundle(tut.work, "update-v2", image, compatible=COMPATIBLE, version="2",
                                            signer_cert=tut.signer_cert, signer_key=tut.signer_key)
@@ -262,8 +262,10 @@ def _provision_token(tut: Tutorial, ssh: Any, device: Issued, name: str) -> str:
     return (f"SOFTHSM2_CONF={remote}/softhsm2.conf RAUC_PKCS11_MODULE={PKCS11_MODULE} RAUC_PKCS11_PIN=1234 ")
 
 
-def test_10_keys_in_a_pkcs11_token(tut: Tutorial, strategy: Any) -> None:
+def test_10_keys_in_a_pkcs11_token(tut: Tutorial, strategy: Any, target_rauc: str) -> None:
     """Steps 6 and 7 again with the device key in a SoftHSM2 token ([encryption] key=pkcs11:...)."""
+    needs_confopt(target_rauc, "the PKCS#11 key is selected with -C encryption:key=pkcs11:... "
+                               "(and would need the OpenSSL PKCS#11 engine in the image)")
     ssh = strategy.ssh
     uri = "pkcs11:token=lab;object=crypt"
     conf = f"-C 'encryption:key={uri}' -C 'encryption:cert={uri}'"
