@@ -123,4 +123,4 @@ def needs_confopt(target_rauc: str, what: str) -> None:
     """Skip on C rauc 1.8: it has no -C/--confopt, and its install runs in rauc.service (client options
     do not reach it), so a test that overrides system.conf per call cannot run there."""
     if target_rauc == C_RAUC_18:
-        pytest.skip(f"rauc 1.8 has no -C/--confopt (added in 1.10) and installs via rauc.service: {what}")
+        pytest.skip(f"rauc 1.8 has no -C/--confopt (a later addition) and installs via rauc.service: {what}")

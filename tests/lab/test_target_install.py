@@ -21,7 +21,7 @@ import pytest
 from labs import lab
 from tests.helpers.bundles import pyrauc
 from tests.helpers.pki import Issued, make_recipients
-from tests.lab.target import booted_bootname, efi_state, leftovers, needs_confopt, rauc_status_shell, run, sh
+from tests.lab.target import C_RAUC_18, booted_bootname, efi_state, leftovers, needs_confopt, rauc_status_shell, run, sh
 
 COMPATIBLE = "pyrauc-qemux86-64"
 TIMEOUT = 900
@@ -172,9 +172,13 @@ CONFOPT_CASES = {"format-not-allowed", "missing-device", "readonly-slot"}   # se
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
-def test_install_bad_input(dut: Any, labhost: Lab, target_rauc: str, case: str) -> None:
+def test_install_bad_input(dut: Any, labhost: Lab, target_rauc: str, case: str,
+                           request: pytest.FixtureRequest) -> None:
     if case in CONFOPT_CASES:
         needs_confopt(target_rauc, f"the {case!r} case overrides system.conf with -C")
+    if case == "image-too-large" and target_rauc == C_RAUC_18:
+        request.node.add_marker(pytest.mark.xfail(
+            reason="rauc 1.8 starts writing into the slot before it rejects an oversized image", strict=False))
     ssh = dut.ssh
     if efi_state(ssh).boot_next is not None:
         run(ssh, "efibootmgr --delete-bootnext")
