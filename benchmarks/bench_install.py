@@ -1,6 +1,9 @@
-"""Install throughput on the lab target: `rauc install` of a 512 MiB image against `dd` of it.
+"""Install throughput on the lab target: `rauc install` of a raw image against `dd` of it.
 
-    sudo .venv/bin/python -m benchmarks.bench_install [--size-mib 512] [--format crypt]
+    sudo .venv/bin/python -m benchmarks.bench_install [--size-mib 192] [--format crypt]
+
+The lab image's data partition (256 MiB) must hold the bundle and the root fs the plain image, so
+the default is 192 MiB; the issue's 512 MiB needs a bigger data partition (images/assemble.py).
 
 Boots the QEMU lab (labs/qemu.yaml), copies a verity or crypt bundle with one raw image of
 random data to the target, and on the target times
@@ -43,7 +46,7 @@ def _bundle(work: Path, size_mib: int, fmt: str, cert: Path, key: Path) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--size-mib", type=int, default=192, help="the lab data partition is 256 MiB")
     parser.add_argument("--format", choices=["verity", "crypt"], default="crypt")
     args = parser.parse_args()
 
@@ -74,14 +77,14 @@ def main() -> None:
             strategy.transition("shell")
             ssh = strategy.ssh
             ssh.put(str(bundle), "/data/bench.raucb")
-            ssh.put(str(image), "/data/bench.img")
+            ssh.put(str(image), "/root/bench.img")   # /data (256 MiB) holds the bundle
             if key_path is not None and cert_path is not None:
                 ssh.put(str(key_path), "/etc/rauc/crypt-key.pem")
                 ssh.put(str(cert_path), "/etc/rauc/crypt-cert.pem")
             size = image.stat().st_size
             ssh.run_check("sync; echo 3 > /proc/sys/vm/drop_caches")
             t0 = time.monotonic()
-            ssh.run_check("dd if=/data/bench.img of=/dev/disk/by-partlabel/rootfs-b bs=1M oflag=direct "
+            ssh.run_check("dd if=/root/bench.img of=/dev/disk/by-partlabel/rootfs-b bs=1M oflag=direct "
                           "conv=fsync status=none", timeout=3600)
             dd_s = time.monotonic() - t0
             ssh.run_check("sync; echo 3 > /proc/sys/vm/drop_caches")
