@@ -99,8 +99,8 @@ def main() -> None:
             m = re.search(r"rc=(\d+) peak_kib=(\d+)", out)
             assert m, out
             if m.group(1) != "0":
-                print("\n".join(ssh.run_check("cat /data/bench-install.log")))
-                raise SystemExit("install failed")
+                stdout, _, _ = ssh.run("cat /data/bench-install.log")
+                raise SystemExit("install failed:\n" + "\n".join(stdout))
             mib = size / (1 << 20)
             print(f"image {mib:.0f} MiB ({args.format} bundle), accelerator: {lab.choose_accel().label()}")
             print(f"dd            {dd_s:7.1f} s  {mib / dd_s:7.1f} MiB/s")
