@@ -102,7 +102,7 @@ def main() -> None:
                 stdout, _, _ = ssh.run("cat /data/bench-install.log")
                 raise SystemExit("install failed:\n" + "\n".join(stdout))
             mib = size / (1 << 20)
-            print(f"image {mib:.0f} MiB ({args.format} bundle), accelerator: {lab.choose_accel().label()}")
+            print(f"image {mib:.0f} MiB ({args.format} bundle), accelerator: {lab.choose_accel().label}")
             print(f"dd            {dd_s:7.1f} s  {mib / dd_s:7.1f} MiB/s")
             print(f"rauc install  {install_s:7.1f} s  {mib / install_s:7.1f} MiB/s   "
                   f"({100 * dd_s / install_s:.0f} % of dd; goal 90 %), peak RSS {int(m.group(2)) / 1024:.1f} MiB")
