@@ -170,11 +170,8 @@ def _remove_quietly(name: str) -> None:
 
 
 @contextmanager
-def verity_device(dev: str, data_size: int, root_hash: str, salt: str, *,
-                  name: str | None = None) -> Iterator[tuple[str, str]]:
-    """Context manager: a dm-verity device over ``dev``; yields ``(name, node)``; always removed."""
-    table = verity_table(dev, data_size, root_hash, salt)
-    name = name or unique_name(VERITY_NAME)
+def _device(name: str, table: str) -> Iterator[tuple[str, str]]:
+    """Create NAME from TABLE; yield ``(name, node)``; remove it afterwards, also on errors."""
     node = create(name, table)
     try:
         yield name, node
@@ -185,15 +182,16 @@ def verity_device(dev: str, data_size: int, root_hash: str, salt: str, *,
 
 
 @contextmanager
+def verity_device(dev: str, data_size: int, root_hash: str, salt: str, *,
+                  name: str | None = None) -> Iterator[tuple[str, str]]:
+    """Context manager: a dm-verity device over ``dev``; yields ``(name, node)``; always removed."""
+    with _device(name or unique_name(VERITY_NAME), verity_table(dev, data_size, root_hash, salt)) as created:
+        yield created
+
+
+@contextmanager
 def crypt_device(dev: str, data_size: int, key: bytes, *,
                  name: str | None = None) -> Iterator[tuple[str, str]]:
     """Context manager: a dm-crypt device over ``dev``; yields ``(name, node)``; always removed."""
-    table = crypt_table(dev, data_size, key)
-    name = name or unique_name(CRYPT_NAME)
-    node = create(name, table)
-    try:
-        yield name, node
-    except BaseException:
-        _remove_quietly(name)
-        raise
-    remove(name)
+    with _device(name or unique_name(CRYPT_NAME), crypt_table(dev, data_size, key)) as created:
+        yield created
