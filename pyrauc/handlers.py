@@ -1,7 +1,7 @@
 """Update handlers: write one bundle image into one slot (rauc.md section 6, image x slot table).
 
 Implemented on the host: raw -> raw/ext4/vfat, ext4 -> ext4/raw, vfat -> vfat/raw,
-squashfs -> raw (streamed copy with sha256 check and fsync), tar -> ext4/vfat (mkfs, then extract),
+squashfs -> raw (parallel-read copy, sha256 check for plain bundles, fsync), tar -> ext4/vfat (mkfs, then extract),
 emptyfs -> ext4 (mkfs only), raw/vfat/ext4 -> boot-gpt-switch (inactive half of the region, then
 GPT partition 1 switched; see pyrauc.gpt). Other combinations of RAUC's table (ubi*, nand, nor, jffs2, boot-*)
 fail with a clear "not supported" error; combinations outside the table fail with RAUC's
@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyrauc import gpt, hooks, mount
+from pyrauc import gpt, hooks, mount, parallel
 from pyrauc.errors import InstallError
 from pyrauc.progress import Progress
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
+CHUNK = 2 << 20
 BLKGETSIZE64 = 0x80081272
 MOUNTABLE = frozenset({"ext4", "ubifs", "vfat"})
 
@@ -101,6 +101,7 @@ class ImageJob:
     path: Path                       # the image file inside the mounted bundle
     slot: SlotInfo
     image_type: str = ""
+    verified_by_dm: bool = False     # read through dm-verity (verity/crypt bundle): no second sha256 pass
 
     def __post_init__(self) -> None:
         if not self.image_type:
@@ -182,43 +183,69 @@ def gpt_plan(job: ImageJob) -> gpt.GptSwitchPlan:
     return gpt.plan(slot.device, slot.region_start, slot.region_size, slot.name, image_size(job))
 
 
-def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
-               progress: Progress | None = None, offset: int = 0, limit: int | None = None) -> str:
-    """Stream ``src`` to ``dst`` at ``offset`` (no truncation), hash while copying, fsync; return the sha256.
+def copy_workers() -> int:
+    """Readers for :func:`copy_image`: more than the CPUs, since each waits for its block to be verified."""
+    return min(8, max(4, 2 * parallel.default_workers()))
 
+
+def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
+               progress: Progress | None = None, offset: int = 0, limit: int | None = None,
+               workers: int | None = None) -> None:
+    """Copy ``src`` to ``dst`` at ``offset`` (no truncation), then fsync.
+
+    Chunks are read by ``workers`` threads at once and written in order: a squashfs file on
+    dm-verity (and dm-crypt) reads one block at a time, so a single reader leaves all but one CPU idle
+    while the kernel hashes and decrypts. At most ``2 * workers`` chunks are in memory.
+    ``sha256`` given: the data is hashed while copying and must match (plain bundles: nothing below the
+    file system authenticates what is read). ``None``: no hashing (verity and crypt bundles, where
+    dm-verity authenticates every block before it is read; write-slot).
     ``limit`` bounds the bytes that may be written (a region half of a boot-gpt-switch slot).
-    InstallError if the data does not match ``sha256``/``size`` of the manifest.
+    Size problems are found before the first byte is written.
     """
-    digest = hashlib.sha256()
-    total = size if size is not None else src.stat().st_size
-    done = 0
+    digest = hashlib.sha256() if sha256 is not None else None
     try:
-        with open(src, "rb") as fin:
-            fd = os.open(dst, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                while chunk := fin.read(CHUNK):
-                    if limit is not None and done + len(chunk) > limit:
-                        raise InstallError(f"Image {src.name} is larger than the space on {dst} "
-                                           f"({limit} bytes)")
+        fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InstallError(f"Failed to open image {src.name}: {exc.strerror}") from exc
+    try:
+        total = os.fstat(fin).st_size
+        if size is not None and total != size:
+            raise InstallError(f"Image {src.name} has {total} bytes, manifest says {size}")
+        if limit is not None and total > limit:
+            raise InstallError(f"Image {src.name} is larger than the space on {dst} ({limit} bytes)")
+
+        def read_at(pos: int) -> bytes:
+            data = os.pread(fin, min(CHUNK, total - pos), pos)
+            while len(data) < min(CHUNK, total - pos):     # short read (never on a regular file, but cheap)
+                more = os.pread(fin, min(CHUNK, total - pos) - len(data), pos + len(data))
+                if not more:
+                    raise InstallError(f"Image {src.name} ended early at {pos + len(data)} of {total} bytes")
+                data += more
+            return data
+
+        fd = os.open(dst, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            done = 0
+            for chunk in parallel.ordered_map(read_at, range(0, total, CHUNK), workers or copy_workers(),
+                                              name="pyrauc-copy"):
+                if digest is not None:
                     digest.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.pwrite(fd, view, offset + done)
-                        view = view[n:]
-                        done += n
-                    if progress is not None:
-                        progress(done, total)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                view = memoryview(chunk)
+                while view:
+                    n = os.pwrite(fd, view, offset + done)
+                    view = view[n:]
+                    done += n
+                if progress is not None:
+                    progress(done, total)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise InstallError(f"Failed to copy image {src.name} to {dst}: {exc.strerror}") from exc
-    if size is not None and done != size:
-        raise InstallError(f"Image {src.name} has {done} bytes, manifest says {size}")
-    hexdigest = digest.hexdigest()
-    if sha256 is not None and hexdigest != sha256.lower():
-        raise InstallError(f"Image {src.name} has checksum {hexdigest}, manifest says {sha256}")
-    return hexdigest
+    finally:
+        os.close(fin)
+    if digest is not None and sha256 is not None and digest.hexdigest() != sha256.lower():
+        raise InstallError(f"Image {src.name} has checksum {digest.hexdigest()}, manifest says {sha256}")
 
 
 def _run_tool(argv: list[str], what: str) -> None:
@@ -290,6 +317,11 @@ def run_slot_hook(job: ImageJob, henv: HandlerEnv, action: str, extra_env: Mappi
             raise InstallError(f"Slot {action} hook failed for {slot.name}: {exc}") from exc
 
 
+def _check_digest(job: ImageJob) -> str | None:
+    """The sha256 to check while copying: none when dm-verity already authenticates the data."""
+    return None if job.verified_by_dm else job.image.sha256
+
+
 def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None = None,
                   method: str | None = None) -> None:
     """Write ``job.image`` to ``job.slot`` (hooks included). Call :func:`precheck` first."""
@@ -302,8 +334,7 @@ def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None 
     if method == "hook":
         run_slot_hook(job, henv, "install")
     elif method == COPY:
-        copy_image(job.path, job.slot.device, size=job.image.size, sha256=job.image.sha256,
-                   progress=progress)
+        copy_image(job.path, job.slot.device, size=job.image.size, sha256=_check_digest(job), progress=progress)
         if job.slot.resize and job.slot.type == "ext4" and job.image_type == "ext4":
             _run_tool(["resize2fs", job.slot.device], f"Resizing file system of slot {job.slot.name}")
     elif method == TAR:
@@ -311,7 +342,7 @@ def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None 
     elif method == EMPTYFS:
         format_slot(job.slot)
     elif switch is not None:
-        copy_image(job.path, switch.device, size=job.image.size, sha256=job.image.sha256, progress=progress,
+        copy_image(job.path, switch.device, size=job.image.size, sha256=_check_digest(job), progress=progress,
                    offset=switch.target_start, limit=switch.half_size)
         gpt.switch_partition(switch)
     else:

@@ -281,7 +281,8 @@ class _Installation:
             if slot.mount_point is not None and not slot.config.allow_mounted:
                 raise InstallError(f"Destination device '{slot.device}' already mounted")
             path = bundle_mount / image.filename if image.filename else bundle_mount
-            jobs.append((handlers.ImageJob(image=image, path=path, slot=slot_info(slot)), slot))
+            jobs.append((handlers.ImageJob(image=image, path=path, slot=slot_info(slot),
+                                           verified_by_dm=bundle.format in ("verity", "crypt")), slot))
         steps.done()
 
         henv = handlers.HandlerEnv(mountprefix=self.mountprefix, bundle_mount=bundle_mount,

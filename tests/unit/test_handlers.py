@@ -109,6 +109,46 @@ def test_checksum_mismatch(tmp_path: Path) -> None:
         handlers.install_image(job, henv(tmp_path))
 
 
+def test_copy_many_chunks_in_order(tmp_path: Path) -> None:
+    """More chunks than readers in flight, an odd tail, written at an offset: bytes land in order."""
+    data = os.urandom(9 * handlers.CHUNK + 12345)
+    src = tmp_path / "big.img"
+    src.write_bytes(data)
+    dev = tmp_path / "dev"
+    dev.write_bytes(b"\xee" * (len(data) + 8192))
+    seen: list[tuple[int, int]] = []
+    handlers.copy_image(src, str(dev), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                        progress=lambda done, total: seen.append((done, total)), offset=4096, workers=3)
+    out = dev.read_bytes()
+    assert out[4096:4096 + len(data)] == data
+    assert out[:4096] == b"\xee" * 4096 and out[4096 + len(data):] == b"\xee" * 4096
+    assert seen[-1] == (len(data), len(data)) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_checksum_not_rechecked_behind_dm_verity(tmp_path: Path) -> None:
+    """verity/crypt bundles: dm-verity authenticates every block, the handler does not hash again."""
+    job = make_job(tmp_path, b"y" * 5000)
+    job.image.sha256 = "0" * 64
+    job.verified_by_dm = True
+    handlers.install_image(job, henv(tmp_path))
+    assert Path(job.slot.device).read_bytes()[:5000] == b"y" * 5000
+
+
+@pytest.mark.parametrize("limit,size,match", [(None, 4999, "has 5000 bytes, manifest says 4999"),
+                                              (4096, 5000, "larger than the space")])
+def test_copy_size_errors_before_writing(tmp_path: Path, limit: int | None, size: int, match: str) -> None:
+    job = make_job(tmp_path, b"z" * 5000)
+    with pytest.raises(InstallError, match=match):
+        handlers.copy_image(job.path, job.slot.device, size=size, sha256=None, limit=limit)
+    assert Path(job.slot.device).read_bytes() == b"\xff" * (1 << 20)
+
+
+def test_copy_read_error_is_one_install_error(tmp_path: Path) -> None:
+    job = make_job(tmp_path, b"x")
+    with pytest.raises(InstallError, match=r"Failed to copy image .* Is a directory"):
+        handlers.copy_image(tmp_path, job.slot.device, size=None, sha256=None)
+
+
 def test_install_same_skip() -> None:
     image = Image(slotclass="rootfs", filename="r.img", sha256="AB" * 32)
     job = handlers.ImageJob(image, Path("/x"), handlers.SlotInfo("rootfs.1", "rootfs", "/dev/null"))
