@@ -23,12 +23,14 @@ Nothing is asserted; the numbers are printed, with pyrauc/rauc ratios.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +168,13 @@ def main() -> None:
         bundle, image, key, cert = _bundle(work, args.size_mib, args.format, lab.cache_dir() / "lab-pki")
         disk = _scratch_disk(work, {"bench.raucb": bundle, "rootfs.img": image})
         size = image.stat().st_size
-        runs = [_measure(v, disk, key, cert, size) for v in variants]
+        runs = []
+        for variant in variants:
+            # A fresh process per target: labgrid registers labs/strategy.py's driver once per process.
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+                runs.append(pool.submit(_measure, variant, disk, key, cert, size).result())
+            r = runs[-1]
+            print(f"{variant}: dd {r.dd_s:.1f} s, install {r.install_s:.1f} s, peak RSS {r.peak_kib} KiB", flush=True)
 
     mib = size / (1 << 20)
     accel = lab.choose_accel()

@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +46,9 @@ def _normalize_times(root: Path, paths: list[Path]) -> None:
     run(["touch", "-h", "-d", f"@{SOURCE_DATE_EPOCH}", *inside, *paths])
 
 
-def build(cache: Path, force: bool = False) -> Image:
-    """Build (or reuse) disk.img + OVMF_VARS.fd under CACHE/out; one builder per cache at a time."""
+@contextmanager
+def build_lock(cache: Path) -> Iterator[None]:
+    """One builder per cache at a time (an flock on CACHE/.lock); says so when it has to wait."""
     cache.mkdir(parents=True, exist_ok=True)
     with (cache / ".lock").open("w") as lock:
         try:
@@ -53,53 +56,51 @@ def build(cache: Path, force: bool = False) -> Image:
         except BlockingIOError:
             log(f"waiting for another builder on {cache} ...")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build(cache, force)
+        yield
 
 
-def _build(cache: Path, force: bool) -> Image:
-    t0 = time.monotonic()
-    pki_dir = pki.ensure_pki(cache)
-    ssh_key = pki.ensure_ssh_key(cache)
-    base, base_key = rootfs.build_rootfs(cache, force)
-    wheels, wheels_key = pyrauc_install.download_wheels(cache, force)
-    pydeps, pydeps_key = pyrauc_install.build_pydeps(cache, base, base_key, wheels, wheels_key, force)
-    esp, esp_key = assemble.build_esp(cache, base, base_key, force)
-    here = Path(__file__).parent
-    key = (Hasher("image").text(base_key, pydeps_key, esp_key, assemble.layout_key(),
-                                pyrauc_install.source_key(), *config.config_inputs(),
-                                # benchmarks set a salt to redo this stage without editing the tree
-                                os.environ.get("PYRAUC_IMAGE_SALT", ""))
-           .file(pki_dir / "ca.cert.pem").file(ssh_key.with_suffix(".pub"))
-           .file(here / "build.py").file(here / "assemble.py").file(here / "config.py")
-           .file(here / "pyrauc_install.py").file(here / "nvram.py").hexdigest())
-    out = cache / "out"
+@dataclass(frozen=True)
+class Variant:
+    """What one image variant puts on the shared base (rootfs + ESP) and where its outputs go."""
+
+    name: str                                  # "image" or "image (debian)": the log's label
+    out: Path                                  # CACHE/out or CACHE/out-debian
+    work_root: Path                            # its stage cache (work/ lives below it)
+    layer: str                                 # the layer stage's description
+    fill: Callable[[Path], list[Path]]         # writes the variant's files into the tree; returns them
+    info: dict[str, str]                       # build.json fields between "key" and "kernel"
+
+
+def finish_image(variant: Variant, key: str, b: Base, force: bool, t0: float) -> Image:
+    """The last two stages, shared by the variants: layer (hard-linked rootfs + files) and disk.
+
+    Reuses CACHE/<out> when its build.json has ``key``; otherwise assembles it in <out>.tmp and
+    renames it into place.
+    """
+    out, base, esp, pki_dir, ssh_key = variant.out, b.rootfs, b.esp, b.pki, b.ssh_key
     stamp = out / "build.json"
     disk, vars_fd, key_copy = out / "disk.img", out / "OVMF_VARS.fd", out / "id_ed25519"
     if (not force and stamp.exists() and disk.exists()
             and json.loads(stamp.read_text()).get("key") == key):
-        log(f"image: cached ({disk}, key {key})")
+        log(f"{variant.name}: cached ({disk}, key {key})")
         return Image(out, disk, vars_fd, key_copy, pki_dir, key, False)
 
-    work = cache / "work" / f"image-{key}"
+    work = variant.work_root / "work" / f"image-{key}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     tree = work / "rootfs"
+    tmp_out = out.with_name(out.name + ".tmp")
     try:
-        with stage("layer", "hard-linked rootfs + pyrauc venv + target config"):
+        with stage("layer", variant.layer):
             run(["cp", "-al", base, tree])
-            written = pyrauc_install.install_pyrauc(tree, pydeps)
-            written += config.write_target_config(tree, pki_dir / "ca.cert.pem", ssh_key.with_suffix(".pub"))
-            _normalize_times(tree, written)
-        tmp_out = cache / "out.tmp"
+            _normalize_times(tree, variant.fill(tree))
         shutil.rmtree(tmp_out, ignore_errors=True)
         tmp_out.mkdir()
         with stage("disk", "GPT + ESP + mkfs.ext4 -d in place (rootfs-a, rootfs-b, data) + NVRAM A/B"):
             assemble.assemble_disk(tmp_out, esp, tree)
             shutil.copy2(ssh_key, tmp_out / "id_ed25519")
             os.chmod(tmp_out / "id_ed25519", 0o600)
-            info = {"key": key, "rootfs": base_key, "pydeps": pydeps_key, "esp": esp_key,
-                    "pyrauc_source": pyrauc_install.source_key(),
-                    "kernel": assemble.kernel_version(base),
+            info = {"key": key, **variant.info, "kernel": assemble.kernel_version(base),
                     "parts": {p.name: p.uuid for p in assemble.PARTS}}
             (tmp_out / "build.json").write_text(json.dumps(info, indent=2) + "\n")
             if out.exists():
@@ -107,6 +108,57 @@ def _build(cache: Path, force: bool) -> Image:
             tmp_out.rename(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(cache / "out.tmp", ignore_errors=True)
-    log(f"image: {disk} ready in {time.monotonic() - t0:.1f} s (key {key})")
+        shutil.rmtree(tmp_out, ignore_errors=True)
+    log(f"{variant.name}: {disk} ready in {time.monotonic() - t0:.1f} s (key {key})")
     return Image(out, disk, vars_fd, key_copy, pki_dir, key, True)
+
+
+@dataclass(frozen=True)
+class Base:
+    """The stages every variant starts from: PKI + SSH key (shared), rootfs and ESP (per stage cache)."""
+
+    pki: Path
+    ssh_key: Path
+    rootfs: Path
+    rootfs_key: str
+    esp: Path
+    esp_key: str
+
+
+def build_base(cache: Path, stage_cache: Path, force: bool, extra_packages: Sequence[str] = ()) -> Base:
+    """PKI and SSH key under ``cache``; rootfs (+ ``extra_packages``) and ESP under ``stage_cache``."""
+    pki_dir = pki.ensure_pki(cache)
+    ssh_key = pki.ensure_ssh_key(cache)
+    base, base_key = rootfs.build_rootfs(stage_cache, force, extra_packages)
+    esp, esp_key = assemble.build_esp(stage_cache, base, base_key, force)
+    return Base(pki_dir, ssh_key, base, base_key, esp, esp_key)
+
+
+def build(cache: Path, force: bool = False) -> Image:
+    """Build (or reuse) disk.img + OVMF_VARS.fd under CACHE/out; one builder per cache at a time."""
+    with build_lock(cache):
+        return _build(cache, force)
+
+
+def _build(cache: Path, force: bool) -> Image:
+    t0 = time.monotonic()
+    b = build_base(cache, cache, force)
+    wheels, wheels_key = pyrauc_install.download_wheels(cache, force)
+    pydeps, pydeps_key = pyrauc_install.build_pydeps(cache, b.rootfs, b.rootfs_key, wheels, wheels_key, force)
+    here = Path(__file__).parent
+    key = (Hasher("image").text(b.rootfs_key, pydeps_key, b.esp_key, assemble.layout_key(),
+                                pyrauc_install.source_key(), *config.config_inputs(),
+                                # benchmarks set a salt to redo this stage without editing the tree
+                                os.environ.get("PYRAUC_IMAGE_SALT", ""))
+           .file(b.pki / "ca.cert.pem").file(b.ssh_key.with_suffix(".pub"))
+           .file(here / "build.py").file(here / "assemble.py").file(here / "config.py")
+           .file(here / "pyrauc_install.py").file(here / "nvram.py").hexdigest())
+
+    def fill(tree: Path) -> list[Path]:
+        written = pyrauc_install.install_pyrauc(tree, pydeps)
+        return written + config.write_target_config(tree, b.pki / "ca.cert.pem", b.ssh_key.with_suffix(".pub"))
+
+    variant = Variant("image", cache / "out", cache, "hard-linked rootfs + pyrauc venv + target config", fill,
+                      {"rootfs": b.rootfs_key, "pydeps": pydeps_key, "esp": b.esp_key,
+                       "pyrauc_source": pyrauc_install.source_key()})
+    return finish_image(variant, key, b, force, t0)

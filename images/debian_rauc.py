@@ -11,16 +11,13 @@ CACHE/out-debian/.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 
-from . import assemble, config, pki, rootfs
-from .build import Image, _normalize_times
-from .common import Hasher, log, run, stage
+from . import assemble, config
+from .build import Image, Variant, build_base, build_lock, finish_image
+from .common import Hasher
 
 VARIANT = "debian"
 EXTRA_PACKAGES = ["rauc", "rauc-service"]
@@ -51,62 +48,24 @@ def write_target_config(root: Path, keyring: Path, ssh_pubkey: Path) -> list[Pat
 
 def build(cache: Path, force: bool = False) -> Image:
     """Build (or reuse) CACHE/out-debian/{disk.img,OVMF_VARS.fd,id_ed25519,build.json}."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / ".lock").open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another builder on {cache} ...")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with build_lock(cache):
         return _build(cache, force)
 
 
 def _build(cache: Path, force: bool) -> Image:
     t0 = time.monotonic()
-    pki_dir = pki.ensure_pki(cache)
-    ssh_key = pki.ensure_ssh_key(cache)
     own = cache / f"{VARIANT}-rauc"          # private stage cache: prune() never sees the default's outputs
-    base, base_key = rootfs.build_rootfs(own, force, EXTRA_PACKAGES)
-    esp, esp_key = assemble.build_esp(own, base, base_key, force)
+    b = build_base(cache, own, force, EXTRA_PACKAGES)
     here = Path(__file__).parent
-    key = (Hasher(f"image-{VARIANT}").text(base_key, esp_key, assemble.layout_key(), *config.config_inputs(),
+    key = (Hasher(f"image-{VARIANT}").text(b.rootfs_key, b.esp_key, assemble.layout_key(), *config.config_inputs(),
                                           mark_good_unit(), os.environ.get("PYRAUC_IMAGE_SALT", ""))
-           .file(pki_dir / "ca.cert.pem").file(ssh_key.with_suffix(".pub"))
+           .file(b.pki / "ca.cert.pem").file(b.ssh_key.with_suffix(".pub"))
            .file(here / "debian_rauc.py").file(here / "build.py").file(here / "assemble.py")
            .file(here / "config.py").file(here / "nvram.py").hexdigest())
-    out = out_dir(cache)
-    stamp = out / "build.json"
-    disk, vars_fd, key_copy = out / "disk.img", out / "OVMF_VARS.fd", out / "id_ed25519"
-    if (not force and stamp.exists() and disk.exists()
-            and json.loads(stamp.read_text()).get("key") == key):
-        log(f"image ({VARIANT}): cached ({disk}, key {key})")
-        return Image(out, disk, vars_fd, key_copy, pki_dir, key, False)
 
-    work = own / "work" / f"image-{key}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    tree = work / "rootfs"
-    tmp_out = out.with_name(out.name + ".tmp")
-    try:
-        with stage("layer", "hard-linked rootfs (Debian rauc 1.8) + target config"):
-            run(["cp", "-al", base, tree])
-            written = write_target_config(tree, pki_dir / "ca.cert.pem", ssh_key.with_suffix(".pub"))
-            _normalize_times(tree, written)
-        shutil.rmtree(tmp_out, ignore_errors=True)
-        tmp_out.mkdir()
-        with stage("disk", "GPT + ESP + mkfs.ext4 -d in place (rootfs-a, rootfs-b, data) + NVRAM A/B"):
-            assemble.assemble_disk(tmp_out, esp, tree)
-            shutil.copy2(ssh_key, tmp_out / "id_ed25519")
-            os.chmod(tmp_out / "id_ed25519", 0o600)
-            info = {"key": key, "rauc": DESCRIPTION, "rootfs": base_key, "esp": esp_key,
-                    "kernel": assemble.kernel_version(base),
-                    "parts": {p.name: p.uuid for p in assemble.PARTS}}
-            (tmp_out / "build.json").write_text(json.dumps(info, indent=2) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            tmp_out.rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(tmp_out, ignore_errors=True)
-    log(f"image ({VARIANT}): {disk} ready in {time.monotonic() - t0:.1f} s (key {key})")
-    return Image(out, disk, vars_fd, key_copy, pki_dir, key, True)
+    def fill(tree: Path) -> list[Path]:
+        return write_target_config(tree, b.pki / "ca.cert.pem", b.ssh_key.with_suffix(".pub"))
+
+    variant = Variant(f"image ({VARIANT})", out_dir(cache), own, "hard-linked rootfs (Debian rauc 1.8) + target config",
+                      fill, {"rauc": DESCRIPTION, "rootfs": b.rootfs_key, "esp": b.esp_key})
+    return finish_image(variant, key, b, force, t0)
