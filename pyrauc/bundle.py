@@ -41,29 +41,27 @@ def _no_log(msg: str) -> None:
     pass
 
 
-def format_size(size: int) -> str:
-    """GLib's g_format_size with G_FORMAT_SIZE_IEC_UNITS ("64.0 KiB")."""
-    if size < 1024:
+def _format_size(size: int, base: int, units: tuple[str, ...]) -> str:
+    """GLib's short size: "N bytes" below ``base``, else one decimal in the fitting unit of ``units``."""
+    if size < base:
         return f"{size} bytes" if size != 1 else "1 byte"
     value = float(size)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        value /= 1024
-        if value < 1024 or unit == "EiB":
+    for unit in units:
+        value /= base
+        if value < base or unit == units[-1]:
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")
 
 
+def format_size(size: int) -> str:
+    """GLib's g_format_size with G_FORMAT_SIZE_IEC_UNITS ("64.0 KiB")."""
+    return _format_size(size, 1024, ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"))
+
+
 def format_size_long(size: int) -> str:
     """GLib's g_format_size_full(G_FORMAT_SIZE_LONG_FORMAT): "65.5 kB (65536 bytes)"."""
-    if size < 1000:
-        short = f"{size} bytes" if size != 1 else "1 byte"
-        return short
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB", "PB", "EB"):
-        value /= 1000
-        if value < 1000 or unit == "EB":
-            return f"{value:.1f} {unit} ({size} bytes)"
-    raise AssertionError("unreachable")
+    short = _format_size(size, 1000, ("kB", "MB", "GB", "TB", "PB", "EB"))
+    return short if size < 1000 else f"{short} ({size} bytes)"
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import contextlib
 import os
 import queue
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -93,22 +94,24 @@ def _decrypt_into(
         sector += 1
 
 
-def encrypt_bytes(data: bytes, key: bytes, first_sector: int = 0) -> bytes:
-    """Encrypt whole sectors in memory; ``first_sector`` is the sector index of ``data[0]``."""
+def _crypt_bytes(crypt_into: Callable[[algorithms.AES, bytearray, bytearray, int], None],
+                 data: bytes, key: bytes, first_sector: int) -> bytes:
+    """Run ``crypt_into`` over a private copy of ``data`` (it may be modified) after the checks."""
     aes = _check_key(key)
     _check_size(len(data))
     out = bytearray(len(data) + AES_BLOCK)
-    _encrypt_into(aes, bytearray(data), out, first_sector)
+    crypt_into(aes, bytearray(data), out, first_sector)
     return bytes(out[: len(data)])
+
+
+def encrypt_bytes(data: bytes, key: bytes, first_sector: int = 0) -> bytes:
+    """Encrypt whole sectors in memory; ``first_sector`` is the sector index of ``data[0]``."""
+    return _crypt_bytes(_encrypt_into, data, key, first_sector)
 
 
 def decrypt_bytes(data: bytes, key: bytes, first_sector: int = 0) -> bytes:
     """Decrypt whole sectors in memory; ``first_sector`` is the sector index of ``data[0]``."""
-    aes = _check_key(key)
-    _check_size(len(data))
-    out = bytearray(len(data) + AES_BLOCK)
-    _decrypt_into(aes, bytes(data), out, first_sector)
-    return bytes(out[: len(data)])
+    return _crypt_bytes(_decrypt_into, data, key, first_sector)
 
 
 class _Buffers(threading.local):

@@ -26,6 +26,11 @@ def _q(value: str | None) -> str:
     return "(null)" if value is None else value
 
 
+def _image_fields(*fields: tuple[str, str | None]) -> list[str]:
+    """The readable ``    Label:     value`` lines of an image, leaving out those whose value is None."""
+    return [f"    {label + ':':<11}{value}" for label, value in fields if value is not None]
+
+
 def format_readable(bundle: Bundle, *, color: bool = True, dump_cert: bool = False,
                     dump_recipients: bool = False) -> str:
     """The human-readable listing (``--output-format=readable``).
@@ -69,27 +74,20 @@ def format_readable(bundle: Bundle, *, color: bool = True, dump_cert: bool = Fal
     lines.append(f"{n} Image{'' if n == 1 else 's'}{':' if n else ''}")
     for image in mf.images:
         lines.append(f"  {BOLD if color else ''}[{image.slotclass}]{RESET if color else ''}")
-        if image.variant:
-            lines.append(f"    Variant:   {image.variant}")
-        if image.artifact:
-            lines.append(f"    Artifact:  {image.artifact}")
-        if image.filename:
-            lines.append(f"    Filename:  {image.filename}")
-        else:
-            lines.append("    (no image file)")
+        lines += _image_fields(("Variant", image.variant or None), ("Artifact", image.artifact or None))
+        lines += _image_fields(("Filename", image.filename or None)) or ["    (no image file)"]
         detected = " (detected)" if image.type is None else ""
         lines.append(f"    Type:      {image.effective_type}{detected}")
-        if image.sha256:
-            lines.append(f"    Checksum:  {image.sha256}")
-        if image.size is not None:
-            lines.append(f"    Size:      {format_size_long(image.size)}")
+        lines += _image_fields(
+            ("Checksum", image.sha256 or None),
+            ("Size", format_size_long(image.size) if image.size is not None else None),
+        )
         lines.append(f"    Hooks:     {' '.join(image.hooks)}")
-        if image.adaptive:
-            lines.append(f"    Adaptive:  {' '.join(image.adaptive)}")
-        if image.convert:
-            lines.append(f"    Convert:   {' '.join(image.convert)}")
-        if image.converted:
-            lines.append(f"    Converted: {' '.join(repr(c) for c in image.converted)}")
+        lines += _image_fields(
+            ("Adaptive", " ".join(image.adaptive) if image.adaptive else None),
+            ("Convert", " ".join(image.convert) if image.convert else None),
+            ("Converted", " ".join(repr(c) for c in image.converted) if image.converted else None),
+        )
     lines.append("")
     if dump_cert:
         certs = signature.cms_certificates(bundle.sigdata)
@@ -145,12 +143,10 @@ def format_shell(bundle: Bundle) -> str:
             f"RAUC_IMAGE_SIZE_{i}={image.size if image.size is not None else 0}",
             f"RAUC_IMAGE_HOOKS_{i}={_shell_quote(' '.join(image.hooks))}",
         ]
-        if image.adaptive:
-            out.append(f"RAUC_IMAGE_ADAPTIVE_{i}={_shell_quote(' '.join(image.adaptive))}")
-        if image.convert:
-            out.append(f"RAUC_IMAGE_CONVERT_{i}={_shell_quote(' '.join(image.convert))}")
-        if image.converted:
-            out.append(f"RAUC_IMAGE_CONVERTED_{i}={_shell_quote(' '.join(image.converted))}")
+        for name, values in (("ADAPTIVE", image.adaptive), ("CONVERT", image.convert),
+                             ("CONVERTED", image.converted)):
+            if values:
+                out.append(f"RAUC_IMAGE_{name}_{i}={_shell_quote(' '.join(values))}")
     return "\n".join(out) + "\n"
 
 

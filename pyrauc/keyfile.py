@@ -12,7 +12,8 @@ exactly where it matters for interoperability:
 * values: string escapes ``\\s \\n \\t \\r \\\\`` and lists with ``;`` separator and ``\\;``;
 * integers/booleans with GLib's quirks (``strtol``/``strtoull`` parsing);
 * RAUC's strict "consume" pattern (``consume_*``, ``ensure_group_consumed``, ``ensure_consumed``);
-* :meth:`KeyFile.to_data` = ``g_key_file_to_data`` of a file without comments.
+* :meth:`KeyFile.to_data` = ``g_key_file_to_data`` of a file without comments;
+* :func:`read_file` reads a key file's bytes with GLib's "Failed to open file" message.
 
 GLib quotes names with typographic quotes; pyrauc uses ASCII ``'`` like RAUC's documentation.
 """
@@ -23,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from pyrauc.errors import KeyFileError
+from pyrauc.errors import KeyFileError, RaucError
 
 _SPACE = " \t\n\v\f\r"
 _STRTOL = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
@@ -130,6 +131,15 @@ def _unescape(value: str, pieces: list[str] | None) -> str | None:
     return "".join(out) if ok else None
 
 
+def read_file(path: str | os.PathLike[str], error: type[RaucError] = KeyFileError) -> bytes:
+    """The bytes of ``path``; ``error`` "Failed to open file '<path>': <reason>" if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise error(f"Failed to open file '{os.fspath(path)}': {e.strerror}") from e
+
+
 class KeyFile:
     """An in-memory GKeyFile (groups of key=value pairs, in file order)."""
 
@@ -191,12 +201,7 @@ class KeyFile:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KeyFile:
         """Read and parse a key file."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise KeyFileError(f"Failed to open file '{os.fspath(path)}': {e.strerror}") from e
-        return cls.parse(data, os.fspath(path))
+        return cls.parse(read_file(path), os.fspath(path))
 
     def _add_group(self, name: str) -> _Group:
         group = self._groups.get(name)

@@ -5,6 +5,7 @@ dm-crypt and the squashfs mount on top of it. Attaching goes through ``losetup -
 (which handles the free-device race itself); :func:`loop_device` is a context manager that always
 detaches, also when the body raises. :func:`set_autoclear` lets the kernel detach the device when its
 last user goes away (used by ``rauc mount``, whose mount outlives the process).
+:func:`released` is the "always tear down" context shared with :mod:`pyrauc.mount`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import logging
 import os
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from pyrauc.errors import InstallError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 LOOP_SET_STATUS64 = 0x4C04
 LOOP_GET_STATUS64 = 0x4C05
 LO_FLAGS_AUTOCLEAR = 4
@@ -107,12 +110,24 @@ def loop_device(path: str | os.PathLike[str], *, offset: int = 0, sizelimit: int
                 read_only: bool = True) -> Iterator[str]:
     """Context manager: attach (see :func:`attach`), yield the device path, always detach."""
     dev = attach(path, offset=offset, sizelimit=sizelimit, read_only=read_only)
-    try:
+    with released(dev, lambda: detach(dev), LoopError, log):
         yield dev
+
+
+@contextmanager
+def released(value: _T, release: Callable[[], None], error: type[Exception],
+             logger: logging.Logger) -> Iterator[_T]:
+    """Context manager: yield ``value``, then always call ``release``, also when the body raises.
+
+    On that error path a failing ``release`` (an ``error``) is only logged on ``logger`` as a
+    warning, so the second failure cannot hide the first one; on success it propagates.
+    """
+    try:
+        yield value
     except BaseException:
         try:
-            detach(dev)
-        except LoopError as exc:  # a second failure must not hide the first one
-            log.warning("%s", exc)
+            release()
+        except error as exc:
+            logger.warning("%s", exc)
         raise
-    detach(dev)
+    release()

@@ -26,7 +26,7 @@ from typing import Any
 
 from pyrauc import RAUC_COMPAT_VERSION
 from pyrauc.errors import KeyFileError, ManifestError
-from pyrauc.keyfile import KeyFile
+from pyrauc.keyfile import KeyFile, read_file
 
 FORMATS = ("plain", "verity", "crypt")
 
@@ -202,12 +202,7 @@ class Manifest:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Manifest:
         """Read and parse a manifest file."""
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ManifestError(f"Failed to open file '{os.fspath(path)}': {e.strerror}") from e
-        return cls.parse(data)
+        return cls.parse(read_file(path, ManifestError))
 
     @classmethod
     def _parse_keyfile(cls, kf: KeyFile) -> Manifest:

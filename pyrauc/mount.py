@@ -148,20 +148,14 @@ def mounted(source: str, target: str | os.PathLike[str], *, fstype: str | None =
         if created:
             _rmdir_quietly(target)
         raise
-    try:
+
+    def release() -> None:
+        umount(target)
+        if created:  # only once it is no longer mounted
+            _rmdir_quietly(target)
+
+    with loop.released(target, release, MountError, log):
         yield target
-    except BaseException:
-        try:
-            umount(target)
-        except MountError as exc:  # a second failure must not hide the first one
-            log.warning("%s", exc)
-        else:
-            if created:
-                _rmdir_quietly(target)
-        raise
-    umount(target)
-    if created:
-        _rmdir_quietly(target)
 
 
 def _rmdir_quietly(path: Path) -> None:
