@@ -148,3 +148,8 @@ def make_pki(directory: Path) -> Pki:
 def make_recipients(directory: Path, count: int, key_kind: str = "p256", prefix: str = "device") -> list[Issued]:
     """Per-device key pairs with self-signed certificates (the factory step)."""
     return [issue(directory, f"{prefix}-{i:03d}", key_kind=key_kind) for i in range(count)]
+
+
+def make_devices(directory: Path, prefix: str, key_kinds: dict[str, str]) -> dict[str, Issued]:
+    """Self-signed device certificates ``{name: issue(directory, f"{prefix}-{name}", key_kind=kind)}`` (same order)."""
+    return {name: issue(directory, f"{prefix}-{name}", key_kind=kind) for name, kind in key_kinds.items()}

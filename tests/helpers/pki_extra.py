@@ -1,5 +1,7 @@
 """Extra test PKI pieces for the signature tests: CRLs, PEM keyrings with CRLs, odd certificates.
 
+:func:`issue_policy_certs` issues the set of odd certificates shared by the unit and interop policy tests.
+
 Everything is generated with cryptography at test time (no committed blobs).
 """
 
@@ -7,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
 
 from tests.helpers.pki import NOW, Issued
 
@@ -101,3 +105,68 @@ def key_usage(*names: str) -> x509.KeyUsage:
     for n in names:
         bits[n] = True
     return x509.KeyUsage(**bits)
+
+
+@dataclass
+class PolicyCerts:
+    """Certificates with odd extensions for the signature policy tests (see :func:`issue_policy_certs`)."""
+
+    dir: Path
+    email: Issued                     # emailProtection EKU
+    server: Issued                    # serverAuth EKU
+    anyeku: Issued                    # anyExtendedKeyUsage
+    ku_enc_only: Issued               # keyUsage keyEncipherment only
+    ku_nonrep: Issued                 # keyUsage contentCommitment (nonRepudiation) only
+    no_ku: Issued                     # neither keyUsage nor EKU
+    codesign_noku: Issued             # codeSigning EKU, no keyUsage
+    codesign_ku_enc: Issued           # codeSigning EKU, keyUsage keyEncipherment
+    server_ca: Issued                 # CA with serverAuth EKU
+    leaf_under_server_ca: Issued
+    codesign_under_server_ca: Issued
+    pathlen0_root: Issued             # self-signed root with pathLenConstraint 0
+    pl_inter: Issued                  # CA below pathlen0_root (so pl_leaf breaks its path length)
+    pl_leaf: Issued
+    non_ca_inter: Issued              # BasicConstraints CA:FALSE used as issuer
+    leaf_under_non_ca: Issued
+    ku_ca: Issued                     # CA whose keyUsage lacks keyCertSign
+    leaf_under_ku_ca: Issued
+    future: Issued                    # not valid yet
+    selfsigned: Issued                # self-signed leaf without BasicConstraints
+
+
+def issue_policy_certs(directory: Path, root: Issued) -> PolicyCerts:
+    """Issue the :class:`PolicyCerts` below ``root`` (those that are not self-signed) into ``directory``."""
+    d = directory
+    sig_ku = key_usage("digital_signature")
+    ca_ku = key_usage("key_cert_sign", "crl_sign")
+    server_ca = issue_custom(d, "server-ca", issuer=root, ca=True, key_usage=ca_ku, eku=[EKU.SERVER_AUTH])
+    pathlen0_root = issue_custom(d, "pl0-root", ca=True, path_length=0, key_usage=ca_ku)
+    pl_inter = issue_custom(d, "pl-inter", issuer=pathlen0_root, ca=True, key_usage=ca_ku)
+    non_ca_inter = issue_custom(d, "non-ca-inter", issuer=root, ca=False)
+    ku_ca = issue_custom(d, "kuca", issuer=root, ca=True, key_usage=key_usage("crl_sign"))
+    return PolicyCerts(
+        dir=d,
+        email=issue_custom(d, "email", issuer=root, key_usage=sig_ku, eku=[EKU.EMAIL_PROTECTION]),
+        server=issue_custom(d, "server", issuer=root, key_usage=sig_ku, eku=[EKU.SERVER_AUTH]),
+        anyeku=issue_custom(d, "anyeku", issuer=root, key_usage=sig_ku, eku=[EKU.ANY_EXTENDED_KEY_USAGE]),
+        ku_enc_only=issue_custom(d, "ku-enc", issuer=root, key_usage=key_usage("key_encipherment")),
+        ku_nonrep=issue_custom(d, "ku-nonrep", issuer=root, key_usage=key_usage("content_commitment")),
+        no_ku=issue_custom(d, "no-ku", issuer=root),
+        codesign_noku=issue_custom(d, "codesign-noku", issuer=root, eku=[EKU.CODE_SIGNING]),
+        codesign_ku_enc=issue_custom(d, "codesign-kuenc", issuer=root, eku=[EKU.CODE_SIGNING],
+                                     key_usage=key_usage("key_encipherment")),
+        server_ca=server_ca,
+        leaf_under_server_ca=issue_custom(d, "leaf-sca", issuer=server_ca, key_usage=sig_ku),
+        codesign_under_server_ca=issue_custom(d, "cs-sca", issuer=server_ca, key_usage=sig_ku,
+                                              eku=[EKU.CODE_SIGNING]),
+        pathlen0_root=pathlen0_root,
+        pl_inter=pl_inter,
+        pl_leaf=issue_custom(d, "pl-leaf", issuer=pl_inter, key_usage=sig_ku),
+        non_ca_inter=non_ca_inter,
+        leaf_under_non_ca=issue_custom(d, "leaf-nonca", issuer=non_ca_inter, key_usage=sig_ku),
+        ku_ca=ku_ca,
+        leaf_under_ku_ca=issue_custom(d, "leaf-kuca", issuer=ku_ca, key_usage=sig_ku),
+        future=issue_custom(d, "future", issuer=root, key_usage=sig_ku,
+                            not_before=NOW + dt.timedelta(days=10), not_after=NOW + dt.timedelta(days=100)),
+        selfsigned=issue_custom(d, "selfsigned", ca=None, key_usage=sig_ku),
+    )

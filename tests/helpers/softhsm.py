@@ -134,3 +134,13 @@ def make_token(directory: Path, *, label: str = "pyrauc-test", pin: str = "1234"
     subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
                     "--so-pin", so_pin], env=env, check=True, capture_output=True)
     return SoftHsmToken(directory, conf, module, label, pin, so_pin)
+
+
+def make_token_or_skip(directory: Path) -> SoftHsmToken:
+    """:func:`make_token` with the defaults, or skip the calling test when SoftHSM2 or pkcs11-tool is missing."""
+    import pytest
+
+    missing = tools_missing()
+    if missing:
+        pytest.skip(missing)
+    return make_token(directory)

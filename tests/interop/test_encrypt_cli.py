@@ -22,9 +22,17 @@ from pathlib import Path
 import pytest
 from cryptography.x509.oid import NameOID
 
-from tests.helpers.bundles import error_lines, pyrauc, rauc
-from tests.helpers.pki import Issued, Pki, issue, write_pem_bundle
-from tests.helpers.softhsm import SoftHsmToken, make_token, tools_missing
+from tests.helpers.bundles import (
+    CryptBundle,
+    error_lines,
+    pyrauc,
+    rauc,
+    rauc_crypt_bundle,
+    split_bundle,
+    write_images_content,
+)
+from tests.helpers.pki import Issued, Pki, issue, make_devices, write_pem_bundle
+from tests.helpers.softhsm import SoftHsmToken, make_token_or_skip
 
 pytestmark = pytest.mark.interop
 
@@ -37,13 +45,6 @@ NO_KEY = ("Encrypted bundle detected, but no decryption key given. "
 def plain(text: str) -> str:
     """``text`` without ANSI colour codes."""
     return ANSI.sub("", text)
-
-
-def split_bundle(path: Path) -> tuple[bytes, bytes]:
-    """(payload, trailing CMS) of a bundle file."""
-    data = path.read_bytes()
-    size = int.from_bytes(data[-8:], "big")
-    return data[:-8 - size], data[-8 - size:-8]
 
 
 def tree(directory: Path) -> dict[str, bytes]:
@@ -60,40 +61,23 @@ def recipients_section(stdout: str) -> tuple[int, str]:
 
 
 @dataclass
-class Crypt:
-    path: Path          # unencrypted crypt bundle made by rauc 1.8
-    payload: bytes
-    sigdata: bytes
+class Crypt(CryptBundle):
     files: dict[str, bytes]   # what `rauc extract` gives for it
-    keyring: Path
 
 
 @pytest.fixture(scope="module")
 def crypt(tmp_path_factory: pytest.TempPathFactory, pki: Pki, rauc_bin: str) -> Crypt:
     d = tmp_path_factory.mktemp("crypt")
-    content = d / "content"
-    content.mkdir()
-    (content / "manifest.raucm").write_text(
-        "[update]\ncompatible=Test\nversion=1\n\n[bundle]\nformat=crypt\n\n"
-        "[image.rootfs]\nfilename=rootfs.img\n\n[image.appfs]\nfilename=appfs.img\n")
-    (content / "rootfs.img").write_bytes(random.Random(4).randbytes(20000))
-    (content / "appfs.img").write_bytes(b"appfs\n" * 3000)
-    out = d / "crypt.raucb"
-    rauc(rauc_bin, "bundle", "--cert", pki.signer_direct.cert_path, "--key", pki.signer_direct.key_path,
-         content, out, check=True)
-    rauc(rauc_bin, "extract", "--keyring", pki.keyring, out, d / "ref", check=True)
-    payload, sigdata = split_bundle(out)
-    return Crypt(out, payload, sigdata, tree(d / "ref"), pki.keyring)
+    made = rauc_crypt_bundle(rauc_bin, d, {"rootfs": random.Random(4).randbytes(20000), "appfs": b"appfs\n" * 3000},
+                             pki.signer_direct, pki.keyring)
+    rauc(rauc_bin, "extract", "--keyring", pki.keyring, made.path, d / "ref", check=True)
+    return Crypt(**vars(made), files=tree(d / "ref"))
 
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
-    d = tmp_path_factory.mktemp("devices")
-    devs = {kind: issue(d, f"dev-{kind}", key_kind=kind) for kind in KINDS}
-    devs["extra-ec"] = issue(d, "dev-extra-ec", key_kind="p256")
-    devs["extra-rsa"] = issue(d, "dev-extra-rsa", key_kind="rsa2048")
-    devs["outsider"] = issue(d, "dev-outsider", key_kind="p256")
-    return devs
+    return make_devices(tmp_path_factory.mktemp("devices"), "dev", {
+        **{kind: kind for kind in KINDS}, "extra-ec": "p256", "extra-rsa": "rsa2048", "outsider": "p256"})
 
 
 def recipients_for(devices: dict[str, Issued], me: str, position: str) -> list[Issued]:
@@ -307,11 +291,8 @@ class Hsm:
 
 @pytest.fixture(scope="module")
 def hsm(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Hsm:
-    missing = tools_missing()
-    if missing:
-        pytest.skip(missing)
     d = tmp_path_factory.mktemp("hsm")
-    token = make_token(d / "token")
+    token = make_token_or_skip(d / "token")
     rsa_dev = issue(d, "hsm-rsa", key_kind="rsa2048")
     ec_dev = issue(d, "hsm-ec", key_kind="p256")
     signer = issue(d, "hsm-signer", issuer=pki.root, key_kind="p256")
@@ -349,11 +330,8 @@ def test_pkcs11_decrypt(which: str, maker: str, tmp_path: Path, hsm: Hsm, crypt:
 
 @pytest.mark.pkcs11
 def test_pkcs11_sign_verified_by_rauc(tmp_path: Path, hsm: Hsm, crypt: Crypt, pki: Pki, rauc_bin: str) -> None:
-    content = tmp_path / "content"
-    content.mkdir()
-    (content / "manifest.raucm").write_text(
-        "[update]\ncompatible=Test\nversion=2\n\n[bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.img\n")
-    (content / "rootfs.img").write_bytes(random.Random(7).randbytes(12000))
+    content = write_images_content(tmp_path / "content", {"rootfs": random.Random(7).randbytes(12000)},
+                                   fmt="verity", version="2")
     out = tmp_path / "hsm.raucb"
     res = pyrauc("bundle", "--key", hsm.token.uri("sign-ec", type_="private"),
                  "--cert", hsm.token.uri("sign-ec", type_="cert"), content, out, env=hsm.token.env)

@@ -12,14 +12,14 @@ from __future__ import annotations
 import random
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from pyrauc import envelope
-from tests.helpers.pki import Issued, Pki, issue, write_pem_bundle
+from tests.helpers.bundles import CryptBundle, rauc_crypt_bundle, split_bundle, write_bundle
+from tests.helpers.pki import Issued, Pki, issue, make_devices, write_pem_bundle
 
 pytestmark = pytest.mark.interop
 
@@ -34,51 +34,20 @@ def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[st
     return result
 
 
-def split_bundle(path: Path) -> tuple[bytes, bytes]:
-    data = path.read_bytes()
-    size = int.from_bytes(data[-8:], "big")
-    return data[:-8 - size], data[-8 - size:-8]
-
-
-def write_bundle(path: Path, payload: bytes, cms: bytes) -> Path:
-    path.write_bytes(payload + cms + len(cms).to_bytes(8, "big"))
-    return path
-
-
-@dataclass
-class CryptBundle:
-    path: Path
-    payload: bytes
-    sigdata: bytes
-    rootfs: bytes
-    keyring: Path
-
-
 @pytest.fixture(scope="module")
 def crypt_bundle(tmp_path_factory: pytest.TempPathFactory, pki: Pki, rauc_bin: str) -> CryptBundle:
     """An unencrypted crypt bundle made by rauc 1.8 itself."""
-    d = tmp_path_factory.mktemp("cryptbundle")
-    content = d / "content"
-    content.mkdir()
-    (content / "manifest.raucm").write_text(
-        "[update]\ncompatible=Test\nversion=1\n\n[bundle]\nformat=crypt\n\n[image.rootfs]\nfilename=rootfs.img\n")
     rootfs = random.Random(8192).randbytes(8192)   # incompressible: squashfs must exceed 4 KiB
-    (content / "rootfs.img").write_bytes(rootfs)
-    out = d / "b.raucb"
-    run(rauc_bin, "bundle", "--cert", pki.signer_direct.cert_path, "--key", pki.signer_direct.key_path,
-        content, out)
-    payload, sigdata = split_bundle(out)
-    assert sigdata[:1] == b"\x30"
-    return CryptBundle(out, payload, sigdata, rootfs, pki.keyring)
+    made = rauc_crypt_bundle(rauc_bin, tmp_path_factory.mktemp("cryptbundle"), {"rootfs": rootfs},
+                             pki.signer_direct, pki.keyring)
+    assert made.sigdata[:1] == b"\x30"
+    return made
 
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
-    d = tmp_path_factory.mktemp("devices")
-    devs = {kind: issue(d, f"device-{kind}", key_kind=kind) for kind in KINDS}
-    devs["other"] = issue(d, "device-other", key_kind="p256")
-    devs["p521"] = issue(d, "device-p521", key_kind="p521")
-    return devs
+    return make_devices(tmp_path_factory.mktemp("devices"), "device",
+                        {**{kind: kind for kind in KINDS}, "other": "p256", "p521": "p521"})
 
 
 def _others(devices: dict[str, Issued], kind: str) -> list[Issued]:
@@ -150,7 +119,7 @@ def test_pyrauc_encrypt_rauc_decrypt(kind: str, use_ski: bool, tmp_path: Path, c
     assert "Compatible: \t'Test'" in info.stdout
     out = tmp_path / "out"
     run(rauc_bin, "extract", "--keyring", crypt_bundle.keyring, "--key", me.key_path, enc, out)
-    assert (out / "rootfs.img").read_bytes() == crypt_bundle.rootfs
+    assert (out / "rootfs.img").read_bytes() == crypt_bundle.images["rootfs"]
     # a key that is no recipient is refused by rauc
     bad = run(rauc_bin, "info", "--keyring", crypt_bundle.keyring, "--key", devices["p521"].key_path, enc,
               check=False)

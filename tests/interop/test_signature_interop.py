@@ -22,14 +22,13 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
 
 from pyrauc import keys
 from pyrauc import signature as sig
 from pyrauc.errors import SignatureError
 from pyrauc.signature import Keyring
 from tests.helpers.pki import NOW, Issued, Pki, write_pem_bundle
-from tests.helpers.pki_extra import issue_custom, key_usage, make_crl, write_keyring
+from tests.helpers.pki_extra import PolicyCerts, issue_custom, issue_policy_certs, key_usage, make_crl, write_keyring
 
 pytestmark = pytest.mark.interop
 
@@ -225,42 +224,42 @@ def verify_reason(der: bytes, keyring: Keyring, **kw: Any) -> str | None:
 
 @dataclass
 class Scenario:
-    signer: Callable[[Pki, dict[str, Issued]], Issued]
-    intermediates: Callable[[Pki, dict[str, Issued]], list[x509.Certificate]]
-    keyring: Callable[[Pki, dict[str, Issued], Path], Path]
+    signer: Callable[[Pki, PolicyCerts], Issued]
+    intermediates: Callable[[Pki, PolicyCerts], list[x509.Certificate]]
+    keyring: Callable[[Pki, PolicyCerts, Path], Path]
     options: dict[str, Any] = field(default_factory=dict)
     openssl_args: tuple[str, ...] = ()
 
 
-def _kr(*certs: Callable[[Pki, dict[str, Issued]], x509.Certificate],
-        crls: Callable[[Pki, dict[str, Issued]], list[x509.CertificateRevocationList]] | None = None,
-        ) -> Callable[[Pki, dict[str, Issued], Path], Path]:
-    def make(pki: Pki, extra: dict[str, Issued], d: Path) -> Path:
+def _kr(*certs: Callable[[Pki, PolicyCerts], x509.Certificate],
+        crls: Callable[[Pki, PolicyCerts], list[x509.CertificateRevocationList]] | None = None,
+        ) -> Callable[[Pki, PolicyCerts, Path], Path]:
+    def make(pki: Pki, extra: PolicyCerts, d: Path) -> Path:
         return write_keyring(d / "keyring.pem", [c(pki, extra) for c in certs], crls(pki, extra) if crls else [])
     return make
 
 
-def _root(p: Pki, e: dict[str, Issued]) -> x509.Certificate:
+def _root(p: Pki, e: PolicyCerts) -> x509.Certificate:
     return p.root.cert
 
 
-def _inter(p: Pki, e: dict[str, Issued]) -> x509.Certificate:
+def _inter(p: Pki, e: PolicyCerts) -> x509.Certificate:
     return p.intermediate.cert
 
 
-def _no_inter(p: Pki, e: dict[str, Issued]) -> list[x509.Certificate]:
+def _no_inter(p: Pki, e: PolicyCerts) -> list[x509.Certificate]:
     return []
 
 
-def _with_inter(p: Pki, e: dict[str, Issued]) -> list[x509.Certificate]:
+def _with_inter(p: Pki, e: PolicyCerts) -> list[x509.Certificate]:
     return [p.intermediate.cert]
 
 
-def _x(name: str) -> Callable[[Pki, dict[str, Issued]], Issued]:
-    return lambda p, e: e[name]
+def _x(name: str) -> Callable[[Pki, PolicyCerts], Issued]:
+    return lambda p, e: getattr(e, name)
 
 
-def _p(name: str) -> Callable[[Pki, dict[str, Issued]], Issued]:
+def _p(name: str) -> Callable[[Pki, PolicyCerts], Issued]:
     return lambda p, e: getattr(p, name)
 
 
@@ -279,25 +278,25 @@ SCENARIOS: dict[str, Scenario] = {
                                  ("-purpose", "any")),
     "email-eku": Scenario(_x("email"), _no_inter, _kr(_root)),
     "any-eku": Scenario(_x("anyeku"), _no_inter, _kr(_root)),
-    "ku-enc-only": Scenario(_x("ku_enc"), _no_inter, _kr(_root)),
+    "ku-enc-only": Scenario(_x("ku_enc_only"), _no_inter, _kr(_root)),
     "ku-nonrep-only": Scenario(_x("ku_nonrep"), _no_inter, _kr(_root)),
     "server-eku-sslserver": Scenario(_x("server"), _no_inter, _kr(_root), {"check_purpose": "sslserver"},
                                      ("-purpose", "sslserver")),
     "email-eku-sslclient": Scenario(_x("email"), _no_inter, _kr(_root), {"check_purpose": "sslclient"},
                                     ("-purpose", "sslclient")),
-    "ca-with-server-eku": Scenario(_x("leaf_sca"), lambda p, e: [e["server_ca"].cert], _kr(_root)),
-    "trusted-ca-with-server-eku": Scenario(_x("leaf_sca"), _no_inter,
-                                           _kr(_root, lambda p, e: e["server_ca"].cert)),
+    "ca-with-server-eku": Scenario(_x("leaf_under_server_ca"), lambda p, e: [e.server_ca.cert], _kr(_root)),
+    "trusted-ca-with-server-eku": Scenario(_x("leaf_under_server_ca"), _no_inter,
+                                           _kr(_root, lambda p, e: e.server_ca.cert)),
     "partial-no-flag": Scenario(_p("signer"), _with_inter, _kr(_inter)),
     "partial-flag": Scenario(_p("signer"), _with_inter, _kr(_inter), {"allow_partial_chain": True},
                              ("-partial_chain",)),
     "partial-leaf-anchor": Scenario(_p("signer"), _with_inter, _kr(lambda p, e: p.signer.cert),
                                     {"allow_partial_chain": True}, ("-partial_chain",)),
     "self-signed": Scenario(_x("selfsigned"), _no_inter, _kr(_root)),
-    "self-signed-trusted": Scenario(_x("selfsigned"), _no_inter, _kr(lambda p, e: e["selfsigned"].cert)),
-    "pathlen": Scenario(_x("pl_leaf"), lambda p, e: [e["pl_inter"].cert], _kr(lambda p, e: e["pl0"].cert)),
-    "non-ca-intermediate": Scenario(_x("leaf_nonca"), lambda p, e: [e["nonca"].cert], _kr(_root)),
-    "ca-ku-without-certsign": Scenario(_x("leaf_kuca"), lambda p, e: [e["kuca"].cert], _kr(_root)),
+    "self-signed-trusted": Scenario(_x("selfsigned"), _no_inter, _kr(lambda p, e: e.selfsigned.cert)),
+    "pathlen": Scenario(_x("pl_leaf"), lambda p, e: [e.pl_inter.cert], _kr(lambda p, e: e.pathlen0_root.cert)),
+    "non-ca-intermediate": Scenario(_x("leaf_under_non_ca"), lambda p, e: [e.non_ca_inter.cert], _kr(_root)),
+    "ca-ku-without-certsign": Scenario(_x("leaf_under_ku_ca"), lambda p, e: [e.ku_ca.cert], _kr(_root)),
     "crl-ok": Scenario(_p("signer"), _with_inter,
                        _kr(_root, crls=lambda p, e: [make_crl(p.root), make_crl(p.intermediate)]),
                        {"check_crl": True}, ("-crl_check_all",)),
@@ -324,38 +323,12 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 @pytest.fixture(scope="module")
-def extra_certs(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Issued]:
-    d = tmp_path_factory.mktemp("interop-extra")
-    sig_ku = key_usage("digital_signature")
-    ca_ku = key_usage("key_cert_sign", "crl_sign")
-    root = pki.root
-    server_ca = issue_custom(d, "server-ca", issuer=root, ca=True, key_usage=ca_ku, eku=[EKU.SERVER_AUTH])
-    pl0 = issue_custom(d, "pl0-root", ca=True, path_length=0, key_usage=ca_ku)
-    pl_inter = issue_custom(d, "pl-inter", issuer=pl0, ca=True, key_usage=ca_ku)
-    nonca = issue_custom(d, "nonca", issuer=root, ca=False)
-    kuca = issue_custom(d, "kuca", issuer=root, ca=True, key_usage=key_usage("crl_sign"))
-    return {
-        "email": issue_custom(d, "email", issuer=root, key_usage=sig_ku, eku=[EKU.EMAIL_PROTECTION]),
-        "server": issue_custom(d, "server", issuer=root, key_usage=sig_ku, eku=[EKU.SERVER_AUTH]),
-        "anyeku": issue_custom(d, "anyeku", issuer=root, key_usage=sig_ku, eku=[EKU.ANY_EXTENDED_KEY_USAGE]),
-        "ku_enc": issue_custom(d, "ku-enc", issuer=root, key_usage=key_usage("key_encipherment")),
-        "ku_nonrep": issue_custom(d, "ku-nonrep", issuer=root, key_usage=key_usage("content_commitment")),
-        "server_ca": server_ca,
-        "leaf_sca": issue_custom(d, "leaf-sca", issuer=server_ca, key_usage=sig_ku),
-        "pl0": pl0, "pl_inter": pl_inter,
-        "pl_leaf": issue_custom(d, "pl-leaf", issuer=pl_inter, key_usage=sig_ku),
-        "nonca": nonca,
-        "leaf_nonca": issue_custom(d, "leaf-nonca", issuer=nonca, key_usage=sig_ku),
-        "kuca": kuca,
-        "leaf_kuca": issue_custom(d, "leaf-kuca", issuer=kuca, key_usage=sig_ku),
-        "future": issue_custom(d, "future", issuer=root, key_usage=sig_ku,
-                               not_before=NOW + dt.timedelta(days=10), not_after=NOW + dt.timedelta(days=100)),
-        "selfsigned": issue_custom(d, "selfsigned", ca=None, key_usage=sig_ku),
-    }
+def extra_certs(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> PolicyCerts:
+    return issue_policy_certs(tmp_path_factory.mktemp("interop-extra"), pki.root)
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_policy_verdict_matches_openssl(openssl: str, pki: Pki, extra_certs: dict[str, Issued],
+def test_policy_verdict_matches_openssl(openssl: str, pki: Pki, extra_certs: PolicyCerts,
                                         tmp_path: Path, name: str) -> None:
     sc = SCENARIOS[name]
     signer = sc.signer(pki, extra_certs)
@@ -465,7 +438,7 @@ def test_rauc_accepts_pyrauc_signature_via_openssl_print(openssl: str, pki: Pki,
     assert out == "subject=" + sig.format_name(cert.subject) + "\n"
 
 
-def test_dump_cert_equals_openssl_text(openssl: str, pki: Pki, extra_certs: dict[str, Issued],
+def test_dump_cert_equals_openssl_text(openssl: str, pki: Pki, extra_certs: PolicyCerts,
                                        tmp_path: Path) -> None:
     """dump_cert() == ``openssl x509 -noout -text -nameopt compat`` (X509_print) for varied certs."""
     from tests.helpers.pki import issue
@@ -473,7 +446,7 @@ def test_dump_cert_equals_openssl_text(openssl: str, pki: Pki, extra_certs: dict
     small = issue(tmp_path, "small-serial", issuer=pki.root, serial=4660)
     p384 = issue(tmp_path, "p384", issuer=pki.root, key_kind="p384")
     subjects = [pki.root, pki.intermediate, pki.signer, pki.signer_ec, pki.codesign, small, p384,
-                extra_certs["email"], extra_certs["pl0"], extra_certs["selfsigned"], extra_certs["ku_nonrep"]]
+                extra_certs.email, extra_certs.pathlen0_root, extra_certs.selfsigned, extra_certs.ku_nonrep]
     for issued in subjects:
         ref = run(openssl, "x509", "-in", issued.cert_path, "-noout", "-text", "-nameopt", "compat").stdout.decode()
         assert sig.dump_cert(issued.cert) == ref, issued.cert_path.name
@@ -489,11 +462,8 @@ def test_cms_sign_with_pkcs11_key(openssl: str, pki: Pki, tmp_path: Path, monkey
     """cms_sign with a SoftHSM2 token key via keys.load_private_key/load_cert("pkcs11:...")."""
     from tests.helpers import softhsm
 
-    missing = softhsm.tools_missing()
-    if missing:
-        pytest.skip(missing)
     issued: Issued = getattr(pki, attr)
-    token = softhsm.make_token(tmp_path / "hsm")
+    token = softhsm.make_token_or_skip(tmp_path / "hsm")
     token.import_key(issued.key, "signer", b"\x01", issued.cert)
     for name, value in token.env.items():
         monkeypatch.setenv(name, value)

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers.bundles import pyrauc, write_content
+from tests.helpers.bundles import pyrauc, pyrauc_bundle, write_content
 from tests.helpers.pki import Pki
+
+
+def signed_bundle(tmp_path: Path, pki: Pki, fmt: str = "verity") -> Path:
+    """tmp_path/b.raucb: a ``fmt`` bundle of write_content() signed by pki.signer_direct."""
+    return pyrauc_bundle(write_content(tmp_path / "c", fmt), tmp_path / "b.raucb", pki.signer_direct)
+
+
+def system_conf(tmp_path: Path, pki: Pki, keyring_extra: str = "") -> Path:
+    """tmp_path/system.conf for 'Test Config' with the noop bootloader and pki's keyring (+ ``keyring_extra``)."""
+    conf = tmp_path / "system.conf"
+    conf.write_text(f"[system]\ncompatible=Test Config\nbootloader=noop\n\n[keyring]\npath={pki.keyring}\n"
+                    + keyring_extra)
+    return conf
 
 
 def test_no_command_prints_help_and_fails() -> None:
@@ -27,12 +40,8 @@ def test_version() -> None:
 
 
 def test_global_options_after_the_command(tmp_path: Path, pki: Pki) -> None:
-    content = write_content(tmp_path / "c", "verity")
-    b = tmp_path / "b.raucb"
-    pyrauc("bundle", "--cert", pki.signer_direct.cert_path, "--key", pki.signer_direct.key_path, content, b,
-           check=True)
-    conf = tmp_path / "system.conf"
-    conf.write_text(f"[system]\ncompatible=Test Config\nbootloader=noop\n\n[keyring]\npath={pki.keyring}\n")
+    b = signed_bundle(tmp_path, pki)
+    conf = system_conf(tmp_path, pki)
     before = pyrauc("-c", conf, "info", b)
     after = pyrauc("info", "-c", conf, b)
     assert before.returncode == after.returncode == 0
@@ -40,13 +49,8 @@ def test_global_options_after_the_command(tmp_path: Path, pki: Pki) -> None:
 
 
 def test_confopt_overrides_keyring_policy(tmp_path: Path, pki: Pki) -> None:
-    content = write_content(tmp_path / "c", "verity")
-    b = tmp_path / "b.raucb"
-    pyrauc("bundle", "--cert", pki.signer_direct.cert_path, "--key", pki.signer_direct.key_path, content, b,
-           check=True)
-    conf = tmp_path / "system.conf"
-    conf.write_text(f"[system]\ncompatible=Test Config\nbootloader=noop\n\n[keyring]\npath={pki.keyring}\n"
-                    "check-purpose=codesign\n")
+    b = signed_bundle(tmp_path, pki)
+    conf = system_conf(tmp_path, pki, "check-purpose=codesign\n")
     refused = pyrauc("-c", conf, "info", b)
     assert refused.returncode == 1
     assert "unsuitable certificate purpose" in refused.stderr
@@ -74,10 +78,7 @@ def test_crypt_key_never_printed(tmp_path: Path, pki: Pki) -> None:
     from pyrauc import bundle
     from pyrauc.signature import Keyring
 
-    content = write_content(tmp_path / "c", "crypt")
-    b = tmp_path / "b.raucb"
-    pyrauc("bundle", "--cert", pki.signer_direct.cert_path, "--key", pki.signer_direct.key_path, content, b,
-           check=True)
+    b = signed_bundle(tmp_path, pki, "crypt")
     opened = bundle.open_bundle(b, keyring=Keyring(path=pki.keyring))
     assert opened.manifest.crypt_key is not None
     key_hex = opened.manifest.crypt_key.hex()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.bundles import error_lines, pyrauc, write_content
+from tests.helpers.bundles import error_lines, pyrauc, pyrauc_bundle, write_content
 from tests.helpers.pki import Issued, Pki, issue, write_pem_bundle
-from tests.helpers.softhsm import SoftHsmToken, make_token, tools_missing
+from tests.helpers.softhsm import SoftHsmToken, make_token_or_skip
 
 DECRYPT_FAILED = "Failed to decrypt bundle: Failed to decrypt CMS EnvelopedData: "
 
@@ -39,9 +39,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Setup:
     bundles = {}
     for fmt in ("crypt", "verity"):
         content = write_content(d / f"content-{fmt}", fmt=fmt, rootfs_size=16384)
-        bundles[fmt] = d / f"{fmt}.raucb"
-        pyrauc("bundle", "--cert", pki.signer_direct.cert_path, "--key", pki.signer_direct.key_path, content,
-               bundles[fmt], check=True)
+        bundles[fmt] = pyrauc_bundle(content, d / f"{fmt}.raucb", pki.signer_direct)
     rsa_dev = issue(d, "dev-rsa", key_kind="rsa2048")
     ec_dev = issue(d, "dev-ec", key_kind="p256")
     to = write_pem_bundle(d / "to.pem", [rsa_dev.cert, ec_dev.cert])
@@ -202,10 +200,7 @@ def test_corrupted_envelope(kind: str, where: str, tmp_path: Path, setup: Setup)
 
 @pytest.fixture(scope="module")
 def token(tmp_path_factory: pytest.TempPathFactory, setup: Setup) -> SoftHsmToken:
-    missing = tools_missing()
-    if missing:
-        pytest.skip(missing)
-    tok = make_token(tmp_path_factory.mktemp("encerr-hsm"))
+    tok = make_token_or_skip(tmp_path_factory.mktemp("encerr-hsm"))
     tok.import_key(setup.rsa.key, "dec-rsa", b"\x21", setup.rsa.cert)
     tok.import_key(setup.ec.key, "dec-ec", b"\x22", setup.ec.cert)
     return tok

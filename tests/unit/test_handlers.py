@@ -7,10 +7,8 @@ the mkfs/mount tests need root.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 from pyrauc import handlers, mount
 from pyrauc.errors import InstallError
 from pyrauc.manifest import Image
+from tests.helpers.bundles import tar_bytes
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mkfs, mount)")
 
@@ -167,16 +166,6 @@ def test_block_device_size(tmp_path: Path) -> None:
         handlers.device_size("/dev/null")
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def _read_from_fs(tmp_path: Path, device: str, fstype: str, name: str) -> bytes:
     with mount.mount_slot(device, "check", fstype, mountprefix=str(tmp_path / "chk"), read_only=True) as mp:
         return (mp / name).read_bytes()
@@ -185,8 +174,8 @@ def _read_from_fs(tmp_path: Path, device: str, fstype: str, name: str) -> bytes:
 @root_only
 @pytest.mark.parametrize("slot_type", [fs_param("ext4"), fs_param("vfat")])
 def test_tar_into_fs(tmp_path: Path, slot_type: str) -> None:
-    job = make_job(tmp_path, _tar({"etc/hello.txt": b"hello\n", "bin/tool": b"\x7fELF"}), filename="root.tar",
-                   slot_type=slot_type, slot_size=8 << 20)
+    job = make_job(tmp_path, tar_bytes({"etc/hello.txt": b"hello\n", "bin/tool": b"\x7fELF"}),
+                   filename="root.tar", slot_type=slot_type, slot_size=8 << 20)
     handlers.install_image(job, henv(tmp_path))
     assert _read_from_fs(tmp_path, job.slot.device, slot_type, "etc/hello.txt") == b"hello\n"
     assert not mount.is_mounted(tmp_path / "mnt" / "rootfs.1")
@@ -211,7 +200,7 @@ img=$(basename $RAUC_IMAGE_NAME) $RAUC_IMAGE_CLASS $RAUC_SYSTEM_COMPATIBLE" >> {
 if [ "$1" = slot-post-install ]; then echo post > "$RAUC_SLOT_MOUNT_POINT/marker"; fi
 """)
     hook.chmod(0o755)
-    job = make_job(tmp_path, _tar({"a": b"a"}), filename="root.tar", slot_type="ext4", slot_size=8 << 20,
+    job = make_job(tmp_path, tar_bytes({"a": b"a"}), filename="root.tar", slot_type="ext4", slot_size=8 << 20,
                    hooks=["pre-install", "post-install"])
     # pre-install mounts the (not yet formatted) slot: give it a file system first
     subprocess.run(["mkfs.ext4", "-F", "-q", job.slot.device], check=True)

@@ -7,10 +7,8 @@ mapper and run in the QEMU lab. Every test checks that nothing stays mounted or 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from pyrauc import loop, mount
 from pyrauc.bundle import create_bundle
 from pyrauc.keyfile import KeyFile
-from tests.helpers.bundles import pyrauc
+from tests.helpers.bundles import pyrauc, tar_bytes
 from tests.helpers.pki import Pki
 
 pytestmark = [pytest.mark.root,
@@ -199,16 +197,6 @@ def _ext4_image(path: Path, files: dict[str, bytes]) -> bytes:
     return path.read_bytes()
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_install_ext4_and_tar_with_hooks(target: Target) -> None:
     app0, app1 = target.dir / "app0.img", target.dir / "app1.img"
     app0.write_bytes(b"\0" * (8 << 20))
@@ -232,7 +220,7 @@ exit 0
     bundle = make_bundle(
         target, "fs",
         {"rootfs": ("rootfs.ext4", _ext4_image(target.dir / "rootfs.ext4", {"os-release": b"ID=test\n"})),
-         "appfs": ("appfs.tar", _tar({"app/run.sh": b"#!/bin/sh\n"}))},
+         "appfs": ("appfs.tar", tar_bytes({"app/run.sh": b"#!/bin/sh\n"}))},
         manifest_extra="[hooks]\nfilename=hook.sh\nhooks=install-check\n\n", files={"hook.sh": hook})
     proc = install(target, bundle)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,13 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from pyrauc import signature as sig
 from pyrauc.errors import SignatureError
 from pyrauc.signature import Keyring
 from tests.helpers.pki import NOW, Issued, Pki, issue, write_pem_bundle
-from tests.helpers.pki_extra import issue_custom, key_usage, make_crl, write_keyring
-
-EKU = ExtendedKeyUsageOID
+from tests.helpers.pki_extra import PolicyCerts, issue_policy_certs, make_crl, write_keyring
 
 
 def _fail_text(reason: str) -> str:
@@ -296,61 +293,9 @@ def test_signer_without_signed_attrs(pki: Pki) -> None:
 # ----------------------------------------------------------------------------- policy options
 
 
-@dataclass
-class Extra:
-    dir: Path
-    email: Issued
-    server: Issued
-    anyeku: Issued
-    ku_enc_only: Issued
-    no_ku: Issued
-    codesign_noku: Issued
-    codesign_ku_enc: Issued
-    server_ca: Issued
-    leaf_under_server_ca: Issued
-    codesign_under_server_ca: Issued
-    pathlen0_root: Issued
-    pl_inter: Issued
-    pl_leaf: Issued
-    non_ca_inter: Issued
-    leaf_under_non_ca: Issued
-    future: Issued
-    selfsigned: Issued
-
-
 @pytest.fixture(scope="module")
-def extra(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Extra:
-    d = tmp_path_factory.mktemp("extra")
-    sig_ku = key_usage("digital_signature")
-    ca_ku = key_usage("key_cert_sign", "crl_sign")
-    root = pki.root
-    server_ca = issue_custom(d, "server-ca", issuer=root, ca=True, key_usage=ca_ku, eku=[EKU.SERVER_AUTH])
-    pathlen0_root = issue_custom(d, "pl0-root", ca=True, path_length=0, key_usage=ca_ku)
-    pl_inter = issue_custom(d, "pl-inter", issuer=pathlen0_root, ca=True, key_usage=ca_ku)
-    non_ca_inter = issue_custom(d, "non-ca-inter", issuer=root, ca=False)
-    return Extra(
-        dir=d,
-        email=issue_custom(d, "email", issuer=root, key_usage=sig_ku, eku=[EKU.EMAIL_PROTECTION]),
-        server=issue_custom(d, "server", issuer=root, key_usage=sig_ku, eku=[EKU.SERVER_AUTH]),
-        anyeku=issue_custom(d, "anyeku", issuer=root, key_usage=sig_ku, eku=[EKU.ANY_EXTENDED_KEY_USAGE]),
-        ku_enc_only=issue_custom(d, "ku-enc", issuer=root, key_usage=key_usage("key_encipherment")),
-        no_ku=issue_custom(d, "no-ku", issuer=root),
-        codesign_noku=issue_custom(d, "codesign-noku", issuer=root, eku=[EKU.CODE_SIGNING]),
-        codesign_ku_enc=issue_custom(d, "codesign-kuenc", issuer=root, eku=[EKU.CODE_SIGNING],
-                                     key_usage=key_usage("key_encipherment")),
-        server_ca=server_ca,
-        leaf_under_server_ca=issue_custom(d, "leaf-sca", issuer=server_ca, key_usage=sig_ku),
-        codesign_under_server_ca=issue_custom(d, "cs-sca", issuer=server_ca, key_usage=sig_ku,
-                                              eku=[EKU.CODE_SIGNING]),
-        pathlen0_root=pathlen0_root,
-        pl_inter=pl_inter,
-        pl_leaf=issue_custom(d, "pl-leaf", issuer=pl_inter, key_usage=sig_ku),
-        non_ca_inter=non_ca_inter,
-        leaf_under_non_ca=issue_custom(d, "leaf-nonca", issuer=non_ca_inter, key_usage=sig_ku),
-        future=issue_custom(d, "future", issuer=root, key_usage=sig_ku,
-                            not_before=NOW + dt.timedelta(days=10), not_after=NOW + dt.timedelta(days=100)),
-        selfsigned=issue_custom(d, "selfsigned", ca=None, key_usage=sig_ku),
-    )
+def extra(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> PolicyCerts:
+    return issue_policy_certs(tmp_path_factory.mktemp("extra"), pki.root)
 
 
 @pytest.mark.parametrize(("name", "purpose", "expected"), [
@@ -372,7 +317,7 @@ def extra(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Extra:
     ("codesign_under_server_ca", "codesign", "unsuitable certificate purpose"),
     ("codesign_noku", None, "unsuitable certificate purpose"),
 ])
-def test_check_purpose(pki: Pki, extra: Extra, name: str, purpose: str | None, expected: str | None) -> None:
+def test_check_purpose(pki: Pki, extra: PolicyCerts, name: str, purpose: str | None, expected: str | None) -> None:
     issued: Issued = getattr(extra, name)
     der = sign(issued)
     kr = Keyring(path=pki.keyring, check_purpose=purpose)
@@ -388,7 +333,7 @@ def test_pki_codesign_signer(pki: Pki) -> None:
     assert verify_error(der, Keyring(path=pki.keyring)) == _fail_text("unsuitable certificate purpose")
 
 
-def test_codesign_messages_logged(pki: Pki, extra: Extra, caplog: pytest.LogCaptureFixture) -> None:
+def test_codesign_messages_logged(pki: Pki, extra: PolicyCerts, caplog: pytest.LogCaptureFixture) -> None:
     kr = Keyring(path=pki.keyring, check_purpose="codesign")
     verify_error(sign(extra.email), kr)
     assert "Signer certificate does not specify extended key usage code signing" in caplog.text
@@ -409,7 +354,7 @@ def test_invalid_purpose(pki: Pki) -> None:
     assert str(exc.value) == "failed to configure X509 purpose 'bogus'"
 
 
-def test_expired_and_not_yet_valid(pki: Pki, extra: Extra) -> None:
+def test_expired_and_not_yet_valid(pki: Pki, extra: PolicyCerts) -> None:
     kr = Keyring(path=pki.keyring)
     assert verify_error(sign(pki.expired), kr) == _fail_text("certificate has expired")
     assert verify_error(sign(extra.future), kr) == _fail_text("certificate is not yet valid")
@@ -473,7 +418,7 @@ def test_partial_chain(pki: Pki) -> None:
     assert full[-1] == pki.root.cert
 
 
-def test_self_signed(pki: Pki, extra: Extra) -> None:
+def test_self_signed(pki: Pki, extra: PolicyCerts) -> None:
     der = sign(extra.selfsigned, intermediates=[])
     assert verify_error(der, Keyring(path=pki.keyring)) == _fail_text("self-signed certificate")
     kr = write_pem_bundle(extra.dir / "ss.pem", [extra.selfsigned.cert])
@@ -483,7 +428,7 @@ def test_self_signed(pki: Pki, extra: Extra) -> None:
     assert verify_error(der2, Keyring(path=pki.keyring)) == _fail_text("self-signed certificate in certificate chain")
 
 
-def test_path_length_and_invalid_ca(extra: Extra, pki: Pki) -> None:
+def test_path_length_and_invalid_ca(extra: PolicyCerts, pki: Pki) -> None:
     kr = write_pem_bundle(extra.dir / "pl0.pem", [extra.pathlen0_root.cert])
     der = sign(extra.pl_leaf, intermediates=[extra.pl_inter.cert])
     assert verify_error(der, Keyring(path=kr)) == _fail_text("path length constraint exceeded")
