@@ -172,7 +172,7 @@ def prepare(run_dir: Path, *, build: bool = True) -> str:
     accel = choose_accel()
     info = json.loads((out / "build.json").read_text())
     summary = (f"lab: booting {disk} (sha256 {sha256_cached(disk)[:16]}, build key {info['key']}, "
-               f"kernel {info['kernel']}) under {accel.label}; overlay {paths['disk']}")
+               f"kernel {info['kernel']}) under {accel.label}, guest CPU {accel.cpu}; overlay {paths['disk']}")
     if variant != "pyrauc":
         summary += f"; target rauc: {info.get('rauc', variant)} [PYRAUC_LAB_RAUC={variant}]"
     return summary

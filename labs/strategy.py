@@ -56,6 +56,11 @@ class PyraucLabStrategy(Strategy):
     status: Status = attr.ib(default=Status.unknown)
     reboot_timeout: int = attr.ib(default=300, validator=attr.validators.instance_of(int))
     power_off_seconds: int = attr.ib(default=2, validator=attr.validators.instance_of(int))
+    # What the firmware prints first after a reset (OVMF: "BdsDxe: loading ..."), and how long that may
+    # take. Unset (a board's env file may leave it out): a hung reset is only noticed after the
+    # ShellDriver's login_timeout.
+    firmware_marker: str | None = attr.ib(default=None)
+    firmware_timeout: int = attr.ib(default=90, validator=attr.validators.instance_of(int))
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -80,6 +85,17 @@ class PyraucLabStrategy(Strategy):
         self.target.deactivate(self.ssh)
         self.target.deactivate(self.shell)
 
+    def _recover(self, why: str) -> None:
+        """The lab watchdog: power-cycle a target whose reset hung, and say so."""
+        self.recoveries += 1
+        print(f"\nlab: {why}: power-cycling the target", flush=True)
+        self.target.deactivate(self.shell)
+        self.target.activate(self.power)
+        self.power.off()
+        time.sleep(self.power_off_seconds)
+        self.power.on()
+        self._forward_ssh()
+
     def _up(self, t0: float, recover: bool = True) -> None:
         """Wait for the console login, then for SSH; record the boot time.
 
@@ -92,14 +108,7 @@ class PyraucLabStrategy(Strategy):
         except pexpect.TIMEOUT:
             if not recover:
                 raise
-            self.recoveries += 1
-            print(f"\nlab: no login after {time.monotonic() - t0:.0f} s: power-cycling the target", flush=True)
-            self.target.deactivate(self.shell)
-            self.target.activate(self.power)
-            self.power.off()
-            time.sleep(self.power_off_seconds)
-            self.power.on()
-            self._forward_ssh()
+            self._recover(f"no login after {time.monotonic() - t0:.0f} s")
             self.target.activate(self.shell)
         self.target.activate(self.ssh)
         self.last_boot_seconds = time.monotonic() - t0
@@ -149,7 +158,13 @@ class PyraucLabStrategy(Strategy):
         console.sendline(command)
         self.target.deactivate(self.shell)
         t0 = time.monotonic()
-        console.expect(RESTART_MARKER, timeout=self.reboot_timeout)
+        _, _, match, _ = console.expect(RESTART_MARKER, timeout=self.reboot_timeout)
+        reset_seen = match is not None and not match.group(0).startswith(b"Linux")   # not already booting
+        if self.firmware_marker and reset_seen:
+            try:
+                console.expect(self.firmware_marker, timeout=self.firmware_timeout)
+            except pexpect.TIMEOUT:
+                self._recover(f"no firmware output {self.firmware_timeout} s after the reset")
         self._up(t0)
         return self.last_boot_seconds or 0.0
 
