@@ -121,11 +121,10 @@ def _measure(variant: str, disk: Path, key: Path | None, cert: Path | None, size
             ssh.run_check("dd if=/mnt/rauc/bundle/rootfs.img of=/dev/null bs=1M status=none", timeout=3600)
             read_path_s = time.monotonic() - t0
             ssh.run_check("umount /mnt/rauc/bundle")
-        # The installing process: the CLI itself (pyrauc) or the D-Bus service (rauc 1.8).
-        pid = ("$!" if variant == "pyrauc"
-               else "$(systemctl restart rauc && systemctl show -p MainPID --value rauc)")
+        # The installing process: the CLI itself (pyrauc) or the D-Bus service (rauc 1.8, restarted).
+        svc = "" if variant == "pyrauc" else "$(systemctl restart rauc && systemctl show -p MainPID --value rauc)"
         ssh.run_check(DROP)
-        script = (f"svc={pid if variant != 'pyrauc' else ''}; "
+        script = (f"svc={svc}; "
                   "rauc install /mnt/bench/bench.raucb > /tmp/bench-install.log 2>&1 & cli=$!; "
                   f"pid=${{svc:-$cli}}; peak=0; "
                   "while kill -0 $cli 2>/dev/null; do "

@@ -215,9 +215,10 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
             raise InstallError(f"Image {src.name} is larger than the space on {dst} ({limit} bytes)")
 
         def read_at(pos: int) -> bytes:
-            data = os.pread(fin, min(CHUNK, total - pos), pos)
-            while len(data) < min(CHUNK, total - pos):     # short read (never on a regular file, but cheap)
-                more = os.pread(fin, min(CHUNK, total - pos) - len(data), pos + len(data))
+            want = min(CHUNK, total - pos)
+            data = os.pread(fin, want, pos)
+            while len(data) < want:     # a short read (not expected from a regular file)
+                more = os.pread(fin, want - len(data), pos + len(data))
                 if not more:
                     raise InstallError(f"Image {src.name} ended early at {pos + len(data)} of {total} bytes")
                 data += more
