@@ -202,7 +202,8 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
     ``limit`` bounds the bytes that may be written (a region half of a boot-gpt-switch slot).
     Size problems are found before the first byte is written.
     """
-    digest = hashlib.sha256() if sha256 is not None else None
+    expected = sha256.lower() if sha256 is not None else None
+    digest = hashlib.sha256() if expected is not None else None
     try:
         fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -245,8 +246,8 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
         raise InstallError(f"Failed to copy image {src.name} to {dst}: {exc.strerror}") from exc
     finally:
         os.close(fin)
-    if digest is not None and sha256 is not None and digest.hexdigest() != sha256.lower():
-        raise InstallError(f"Image {src.name} has checksum {digest.hexdigest()}, manifest says {sha256}")
+    if digest is not None and (actual := digest.hexdigest()) != expected:
+        raise InstallError(f"Image {src.name} has checksum {actual}, manifest says {sha256}")
 
 
 def _run_tool(argv: list[str], what: str) -> None:
