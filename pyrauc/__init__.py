@@ -6,4 +6,4 @@ envelope, verity, crypt, ...); :mod:`pyrauc.cli` is the thin command-line front 
 
 __version__ = "0.1.0"
 #: The RAUC release whose CLI text and behaviour pyrauc follows.
-RAUC_COMPAT_VERSION = "1.15"
+RAUC_COMPAT_VERSION = "1.15.2"

@@ -1,227 +1,191 @@
-"""The ``pyrauc`` (and, on a target, ``rauc``) command line: a thin argparse front.
+"""The ``pyrauc`` (and, on a target, ``rauc``) command line: a thin front with RAUC's conventions.
 
-Every command parses its options as RAUC does and calls the library; a :class:`RaucError`
-is printed as one line on stderr with exit code 1. Global options (``-c/--conf``,
-``-C/--confopt``, ``--mount``, ``-d/--debug``) may stand before or after the command, like
-RAUC's GOption parsing allows.
+Parsing follows RAUC's ``main.c`` on GLib's GOption (:mod:`pyrauc.goption`): a first pass over
+the global options finds the command, a second pass parses the command's options together with
+the global ones, anywhere on the line. Help, usage errors and exit codes are RAUC's: help on
+stdout, "Unknown option --x" on stderr with the command's help on stdout, exit 1 for every error
+(never 2). A :class:`~pyrauc.errors.RaucError` is printed as one line on stderr, exit 1.
+
+The host commands (bundle, info, extract, encrypt, resign, ...) live here; the target commands
+come from :mod:`pyrauc.cli_target` (status, write-slot) and :mod:`pyrauc.cli_install`
+(install, mount, service).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
+import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
-from pyrauc import RAUC_COMPAT_VERSION, __version__, bundle, keys
+from pyrauc import RAUC_COMPAT_VERSION, __version__, bundle, cli_install, cli_target, goption, keys
+from pyrauc.access import BundleAccess, keyring_with_path
+from pyrauc.cli_common import (
+    DECRYPT_KEY,
+    KEYRING,
+    STREAMING,
+    Command,
+    UsageError,
+    bundle_access,
+    err,
+    host_config,
+    local_path,
+    out,
+    positionals,
+)
 from pyrauc.errors import RaucError
+from pyrauc.goption import Group, Option
 from pyrauc.progress import TerminalProgress
 from pyrauc.signature import Keyring
 
-Handler = Callable[[argparse.Namespace], int]
+log = logging.getLogger("pyrauc")
+
+# --------------------------------------------------------------------------------------------
+# options
+
+CERT = Option("cert", "signing cert file or PKCS#11 URL", "PEMFILE|PKCS11-URL")
+KEY = Option("key", "signing key file or PKCS#11 URL", "PEMFILE|PKCS11-URL")
+INTERMEDIATE = Option("intermediate", "intermediate CA file name", "PEMFILE", repeat=True)
+SIGNING_KEYRING = Option("signing-keyring", "verification keyring file", "PEMFILE")
+NO_VERIFY = Option("no-verify", "disable bundle verification")
+NO_CHECK_TIME = Option("no-check-time", "don't check validity period of certificates against current time")
+TRUST_ENV = Option("trust-environment", "trust environment and skip bundle access checks")
+RECIPIENT_CERT = Option("cert", "recipient cert file or PKCS#11 URL (speeds up decryption)", "PEMFILE|PKCS11-URL")
+DECRYPT_KEY_EXT = Option("decrypt-key", "key to decrypt an encrypted input bundle", "PEMFILE|PKCS11-URL")
+MKSQUASHFS_ARGS = Option("mksquashfs-args", "mksquashfs extra args", "ARGS")
+OUTPUT_FORMAT = Option("output-format", "output format", "FORMAT")
+MAIN = Group("Application Options", (
+    Option("conf", "config file", "FILENAME", short="c"),
+    Option("confopt", "config option override", "SECTION:KEY=VALUE", short="C", repeat=True),
+    # hidden legacy globals: RAUC still accepts them before the command
+    Option("cert", arg="PEMFILE|PKCS11-URL", hidden=True),
+    Option("key", arg="PEMFILE|PKCS11-URL", hidden=True),
+    Option("keyring", arg="PEMFILE", hidden=True),
+    Option("intermediate", arg="PEMFILE", repeat=True, hidden=True),
+    Option("mount", "mount prefix", "PATH"),
+    Option("debug", "enable debug output", short="d"),
+    Option("version", "display version"),
+    Option("help", short="h"),
+))
+
+ENVIRONMENT = """Environment variables:
+  RAUC_KEY_PASSPHRASE Passphrase to use for accessing key files (signing only)
+  RAUC_PKCS11_MODULE  Library filename for PKCS#11 module (signing only)
+  RAUC_PKCS11_PIN     PIN to use for accessing PKCS#11 keys (signing only)"""
 
 
-def _out(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def _err(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
+# --------------------------------------------------------------------------------------------
+# host commands
 
 def _progress(label: str) -> TerminalProgress | None:
     return TerminalProgress(label) if sys.stderr.isatty() or os.environ.get("PYRAUC_PROGRESS") else None
 
 
-# --------------------------------------------------------------------------------------------
-# configuration shared by several commands
+def _signing_keyring(args: argparse.Namespace) -> Keyring | None:
+    """--signing-keyring, else --keyring or system.conf's keyring (RAUC verifies what it signed)."""
+    if args.signing_keyring:
+        return keyring_with_path(None, args.signing_keyring)
+    return bundle_access(args, host_config(args), decrypt=False).keyring
 
-def _system_config(args: argparse.Namespace, required: bool = False) -> Any | None:
-    """Load system.conf when present (info/extract use it if it exists, like RAUC's AUTO mode)."""
-    try:
-        config = importlib.import_module("pyrauc.config")
-    except ImportError:
-        return None
-    loader = getattr(config, "load_config", None)
-    if loader is None:
-        return None
-    path = getattr(args, "conf", None)
-    if path is None and not required and not any(
-        Path(p).exists() for p in ("/etc/rauc/system.conf", "/run/rauc/system.conf", "/usr/lib/rauc/system.conf")
-    ):
-        return None
-    try:
-        result: Any = loader(path, overrides=getattr(args, "confopt", None) or [])
-    except RaucError as e:
-        raise e.prefixed("Failed to initialize context: ") from e
-    return result
-
-
-def _keyring(args: argparse.Namespace, conf: Any | None, no_check_time: bool = False) -> Keyring | None:
-    path = getattr(args, "keyring", None)
-    base: Keyring | None = None
-    if conf is not None and hasattr(conf, "to_keyring"):
-        base = conf.to_keyring()
-    if path:
-        p = Path(path)
-        if base is None:
-            base = Keyring(path=p if not p.is_dir() else None, directory=p if p.is_dir() else None)
-        else:
-            base = Keyring(**{**base.__dict__, "path": p if not p.is_dir() else None,
-                              "directory": p if p.is_dir() else None})
-    if base is not None and no_check_time:
-        base = Keyring(**{**base.__dict__, "no_check_time": True})
-    return base
-
-
-def _decryption(args: argparse.Namespace, conf: Any | None) -> tuple[str | None, str | None]:
-    key = getattr(args, "key", None)
-    cert = getattr(args, "cert", None)
-    enc = getattr(conf, "encryption", None) if conf is not None else None
-    if key is None and enc is not None:
-        key = getattr(enc, "key", None)
-        cert = cert or getattr(enc, "cert", None)
-    return (str(key) if key else None, str(cert) if cert else None)
-
-
-def _allowed_formats(conf: Any | None) -> Sequence[str] | None:
-    if conf is None:
-        return None
-    formats = getattr(conf, "bundle_formats", None)
-    return list(formats) if formats else None
-
-
-def _max_sig(conf: Any | None, args: argparse.Namespace | None = None) -> int:
-    value = getattr(conf, "max_bundle_signature_size", None) if conf is not None else None
-    if value is None and args is not None:
-        # without a system.conf, -C system:max-bundle-signature-size=N still applies (host use)
-        for opt in getattr(args, "confopt", None) or []:
-            if opt.startswith("system:max-bundle-signature-size="):
-                value = _parse_size(opt.split("=", 1)[1])
-    return int(value) if value else bundle.DEFAULT_MAX_SIGNATURE_SIZE
-
-
-def _parse_size(text: str) -> int:
-    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-    text = text.strip()
-    try:
-        if text and text[-1].upper() in units:
-            return int(text[:-1]) * units[text[-1].upper()]
-        return int(text)
-    except ValueError:
-        raise RaucError(f"Invalid size value '{text}' for max-bundle-signature-size") from None
-
-
-def _open(args: argparse.Namespace, path: str, *, verify: bool = True, no_check_time: bool = False,
-          decrypt: bool = True) -> bundle.Bundle:
-    conf = _system_config(args)
-    keyring = _keyring(args, conf, no_check_time)
-    key, cert = _decryption(args, conf) if decrypt else (None, None)
-    return bundle.open_bundle(path, keyring=keyring, verify=verify, key=key, cert=cert,
-                              allowed_formats=_allowed_formats(conf), max_signature_size=_max_sig(conf, args),
-                              log=_err)
-
-
-# --------------------------------------------------------------------------------------------
-# commands
 
 def cmd_bundle(args: argparse.Namespace) -> int:
+    indir_arg, out_arg = positionals(args, "An input directory name must be provided",
+                                     "An output bundle name must be provided")
     if not args.cert or not args.key:
-        _err("Cert and key files must be provided")
-        return 1
-    indir = Path(args.inputdir)
-    out = Path(args.bundlename)
+        raise UsageError("Cert and key files must be provided")
+    indir, out_path = Path(indir_arg), Path(out_arg)
     if not indir.is_dir():
-        _err("Input path must point to a directory!")
-        return 1
-    if out.resolve().is_relative_to(indir.resolve()):
-        _err("Bundle path must be located outside input directory!")
-        return 1
-    signing_keyring = None
-    if args.signing_keyring:
-        p = Path(args.signing_keyring)
-        signing_keyring = Keyring(path=None if p.is_dir() else p, directory=p if p.is_dir() else None)
-    bundle.create_bundle(indir, out, cert=args.cert, key=args.key, intermediates=args.intermediate or [],
-                         signing_keyring=signing_keyring, mksquashfs_args=args.mksquashfs_args, log=_out,
-                         progress=_progress("Bundling"))
+        raise UsageError("Input path must point to a directory!")
+    if out_path.resolve().is_relative_to(indir.resolve()):
+        raise UsageError("Bundle path must be located outside input directory!")
+    bundle.create_bundle(indir, out_path, cert=args.cert, key=args.key, intermediates=args.intermediate,
+                         signing_keyring=_signing_keyring(args), mksquashfs_args=args.mksquashfs_args,
+                         log=out, progress=_progress("Bundling"))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from pyrauc import info
 
+    (source,) = positionals(args, "A file name must be provided")
+    if args.output_format is None:
+        args.output_format = "readable"
     if args.output_format not in info.OUTPUT_FORMATS:
-        _err(f"Unknown output format: '{args.output_format}'.\nSupported formats are: readable, json, "
-             "json-pretty, shell.")
-        return 1
-    path = args.bundle
-    if path.startswith("file://"):
-        rest = path[len("file://"):]
-        if not rest.startswith("/"):
-            _err("file URI with hostname detected. Did you forget to add a leading / ?")
-            return 1
-        path = rest
-    if not Path(path).exists():
-        _err(f"No such file: {path}")
-        return 1
-    _err(f"Reading bundle: {path}")
-    b = _open(args, path, verify=not args.no_verify, no_check_time=args.no_check_time)
+        raise UsageError(f"Unknown output format: '{args.output_format}'")
+    path = _existing(source)
+    access = bundle_access(args, host_config(args))
+    log.info("Reading bundle: %s", path)
+    b = access.open(path, log=log.info)
     sys.stdout.write(info.format_info(b, args.output_format, color=sys.stdout.isatty(), dump_cert=args.dump_cert,
                                       dump_recipients=args.dump_recipients))
     return 0
 
 
+def _existing(source: str) -> str:
+    """The local bundle path of ``source`` (relative paths made absolute), which must exist."""
+    path = os.path.abspath(local_path(source))
+    if not os.path.exists(path):
+        raise RaucError(f"No such file: {path}")
+    return path
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
-    if Path(args.outputdir).exists():
-        _err(f"Failed to extract bundle: output directory '{args.outputdir}' exists already")
-        return 1
-    b = _open(args, args.bundle)
-    bundle.extract_bundle(b, args.outputdir, progress=_progress("Checking payload"))
+    source, outdir = positionals(args, "An input bundle must be provided", "An output directory must be provided")
+    if Path(outdir).exists():
+        raise RaucError(f"Failed to extract bundle: output directory '{outdir}' exists already")
+    b = bundle_access(args, host_config(args)).open(_existing(source), log=log.info)
+    bundle.extract_bundle(b, outdir, progress=_progress("Checking payload"))
     return 0
 
 
 def cmd_extract_signature(args: argparse.Namespace) -> int:
-    b = _open(args, args.bundle)
-    bundle.extract_signature(b, args.outputsig)
+    source, outsig = positionals(args, "An input bundle must be provided",
+                                 "An output signature file must be provided")
+    b = bundle_access(args, host_config(args)).open(_existing(source), log=log.info)
+    bundle.extract_signature(b, outsig)
     return 0
 
 
+def _input_access(args: argparse.Namespace) -> BundleAccess:
+    """Access to the input of resign/replace-signature: --key signs there, so an encrypted input
+    is decrypted with pyrauc's --decrypt-key or system.conf's [encryption] key."""
+    access = bundle_access(args, host_config(args), decrypt=False)
+    return dataclasses.replace(access, key=args.decrypt_key) if args.decrypt_key else access
+
+
 def cmd_resign(args: argparse.Namespace) -> int:
+    source, outbundle = positionals(args, "An input bundle must be provided", "An output bundle must be provided")
     if not args.cert or not args.key:
-        _err("Cert and key files must be provided")
-        return 1
-    conf = _system_config(args)
-    keyring = _keyring(args, conf, args.no_check_time)
-    b = bundle.open_bundle(args.inbundle, keyring=keyring, verify=not args.no_verify, log=_err,
-                           key=args.decrypt_key)
-    signing_keyring = Keyring(path=Path(args.signing_keyring)) if args.signing_keyring else None
-    bundle.resign_bundle(b, args.outbundle, cert=args.cert, key=args.key,
-                         intermediates=args.intermediate or [], signing_keyring=signing_keyring,
-                         append=args.append, log=_out)
+        raise UsageError("Cert and key files must be provided")
+    b = _input_access(args).open(_existing(source), log=log.info)
+    bundle.resign_bundle(b, outbundle, cert=args.cert, key=args.key, intermediates=args.intermediate,
+                         signing_keyring=_signing_keyring(args), append=args.append, log=out)
     return 0
 
 
 def cmd_replace_signature(args: argparse.Namespace) -> int:
-    conf = _system_config(args)
-    keyring = _keyring(args, conf)
-    b = bundle.open_bundle(args.inbundle, keyring=keyring, verify=not args.no_verify, log=_err,
-                           key=args.decrypt_key)
-    check_keyring = Keyring(path=Path(args.signing_keyring)) if args.signing_keyring else keyring
-    bundle.replace_signature(b, args.inputsig, args.outbundle, keyring=check_keyring, log=_out)
+    source, sig, outbundle = positionals(args, "An input bundle must be provided",
+                                         "An input signature file must be provided",
+                                         "An output bundle must be provided", excess_at=2)
+    access = _input_access(args)
+    b = access.open(_existing(source), log=log.info)
+    check = keyring_with_path(None, args.signing_keyring) if args.signing_keyring else access.keyring
+    bundle.replace_signature(b, sig, outbundle, keyring=check, log=out)
     return 0
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
     if not args.to:
-        _err("One or multiple recipient certificates must be provided (via --to)")
-        return 1
-    conf = _system_config(args)
-    keyring = _keyring(args, conf)
+        raise UsageError("One or multiple recipient certificates must be provided (via --to)")
+    source, outbundle = positionals(args, "An input bundle must be provided", "An output bundle name must be provided")
+    access = bundle_access(args, host_config(args), decrypt=False)
     try:
-        b = bundle.open_bundle(args.inbundle, keyring=keyring, verify=True, log=_err)
+        b = access.open(_existing(source), log=log.info)
         bundle.check_payload(b)
     except RaucError as e:
         raise e.prefixed("Failed to create bundle: ") from e
@@ -229,142 +193,174 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     for path in args.to:
         certs = keys.load_certs(path)
         if not certs:
-            _err(f"Failed to parse cert file '{path}': no certificate found")
-            return 1
+            raise RaucError(f"Failed to parse cert file '{path}': no certificate found")
         recipients.extend(certs)
-    bundle.encrypt_bundle(b, args.outbundle, recipients, use_ski=args.recipient_key_id, log=_out,
+    bundle.encrypt_bundle(b, outbundle, recipients, use_ski=args.recipient_key_id, log=out,
                           progress=_progress("Encrypting"))
-    _out(f"Encrypted bundle written to {args.outbundle}")
+    out(f"Encrypted bundle written to {outbundle}")
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    if not args.cert or not args.key:
+        raise UsageError("Cert and key files must be provided")
+    positionals(args, "An input bundle must be provided", "An output bundle must be provided")
+    raise RaucError("Failed to convert bundle: casync bundles are not supported by pyrauc")
+
+
+def cmd_help(args: argparse.Namespace) -> int:
+    """``rauc help`` prints nothing and succeeds, as rauc 1.8 does."""
+    return 0
+
+
+HOST_COMMANDS: tuple[Command, ...] = (
+    Command("bundle", "<INPUTDIR> <BUNDLENAME>", "Create a bundle", "Create a bundle from a content directory",
+            cmd_bundle, (SIGNING_KEYRING, MKSQUASHFS_ARGS, CERT, KEY, KEYRING, INTERMEDIATE), "Bundle options"),
+    Command("resign", "<INBUNDLE> <OUTBUNDLE>", "Resign an already signed bundle", "Resign an already signed bundle",
+            cmd_resign, (NO_VERIFY, NO_CHECK_TIME, SIGNING_KEYRING, CERT, KEY, KEYRING, INTERMEDIATE,
+                         Option("append", "add a signature instead of replacing it"), DECRYPT_KEY_EXT),
+            "Resign options"),
+    Command("convert", "<INBUNDLE> <OUTBUNDLE>", "Convert classic to casync bundle",
+            "Convert to casync index bundle and store", cmd_convert,
+            (TRUST_ENV, NO_VERIFY, SIGNING_KEYRING, MKSQUASHFS_ARGS, Option("casync-args", "casync extra args", "ARGS"),
+             Option("ignore-image", "ignore image during conversion", "SLOTCLASS", repeat=True),
+             CERT, KEY, KEYRING, INTERMEDIATE), "Convert options"),
+    Command("encrypt", "<INBUNDLE> <OUTBUNDLE>", "Encrypt a crypt bundle", "Encrypt a crypt bundle", cmd_encrypt,
+            (Option("to", "recipient cert(s)", "PEMFILE", repeat=True), KEYRING,
+             Option("recipient-key-id", "identify recipients by subject key identifier")), "Encryption options"),
+    Command("replace-signature", "<INBUMDLE> <INPUTSIG> <OUTBUNDLE>",
+            "Replaces the signature of an already signed bundle",
+            "Replaces the signature of an already signed bundle", cmd_replace_signature,
+            (TRUST_ENV, NO_VERIFY, SIGNING_KEYRING, KEYRING, DECRYPT_KEY_EXT), "Replace signature options"),
+    Command("extract-signature", "<BUNDLENAME> <OUTPUTSIG>", "Extract the bundle signature",
+            "Extract the bundle signature", cmd_extract_signature, (TRUST_ENV, DECRYPT_KEY, RECIPIENT_CERT, KEYRING),
+            "Extract signature options"),
+    Command("extract", "<BUNDLENAME> <OUTPUTDIR>", "Extract the bundle content", "Extract the bundle content",
+            cmd_extract, (TRUST_ENV, DECRYPT_KEY, RECIPIENT_CERT, KEYRING), "Extract options"),
+)
+
+INFO = Command("info", "<FILE>", "Show bundle information", "Print bundle info", cmd_info,
+               (NO_VERIFY, NO_CHECK_TIME, OUTPUT_FORMAT, Option("dump-cert", "dump certificate"),
+                Option("dump-recipients", "dump recipients"), DECRYPT_KEY, RECIPIENT_CERT, KEYRING, TRUST_ENV,
+                *STREAMING), "Info options")
+
+
+def commands() -> tuple[Command, ...]:
+    """Every command, in the order of RAUC's command list."""
+    target = {c.name: c for c in (*cli_install.COMMANDS, *cli_target.COMMANDS)}
+    return (*HOST_COMMANDS, target["install"], INFO, target["mount"], target["service"], target["status"],
+            target["write-slot"])
+
+
+HELP = Command("help", "", "", "", cmd_help)
+
+
 # --------------------------------------------------------------------------------------------
-# parser
+# parsing and help
 
-def _common_parser(suppress: bool) -> argparse.ArgumentParser:
-    default: Any = argparse.SUPPRESS if suppress else None
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("global options")
-    g.add_argument("-c", "--conf", metavar="FILENAME", default=default, help="config file")
-    g.add_argument("-C", "--confopt", metavar="SECTION:KEY=VALUE", action="append",
-                   default=default, help="config option override (repeatable)")
-    g.add_argument("--mount", metavar="PATH", default=default, help="mount prefix")
-    g.add_argument("-d", "--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help="enable debug output")
-    return p
-
-
-def _prog_name() -> str:
+def prog_name() -> str:
     """``rauc`` when called through the target's alias, else ``pyrauc``."""
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return name if name in ("rauc", "pyrauc") else "pyrauc"
+    return "rauc" if name == "rauc" else "pyrauc"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=_prog_name(),
-        description="pyrauc: RAUC-compatible bundle and update tool",
-        parents=[_common_parser(False)],
-    )
-    parser.add_argument("--version", action="version",
-                        version=f"pyrauc {__version__} (compatible with rauc {RAUC_COMPAT_VERSION})")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    common = _common_parser(True)
+def version_text(prog: str) -> str:
+    """``rauc 1.15.2 (pyrauc 0.1.0)`` as ``rauc`` (tools parse "rauc X.Y"), else pyrauc first."""
+    if prog == "rauc":
+        return f"rauc {RAUC_COMPAT_VERSION} (pyrauc {__version__})"
+    return f"pyrauc {__version__} (compatible with rauc {RAUC_COMPAT_VERSION})"
 
-    def add(name: str, func: Handler, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
-        p.set_defaults(func=func)
-        return p
 
-    def signing_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--cert", metavar="PEMFILE|PKCS11-URL")
-        p.add_argument("--key", metavar="PEMFILE|PKCS11-URL")
-        p.add_argument("--intermediate", metavar="PEMFILE", action="append")
-        p.add_argument("--signing-keyring", metavar="PEMFILE")
+def main_help(prog: str) -> str:
+    """The help of ``rauc --help``: global options, then the command list."""
+    rows = []
+    for c in commands():
+        tabs = "\t" * max(1, 3 - (len(c.name) + 2) // 8)
+        rows.append(f"  {c.name}{tabs}{c.listing}")
+    description = (f"Command-specific help:\n  {prog} <COMMAND> --help\n\nList of {prog} commands:\n"
+                   + "\n".join(rows) + "\n\n" + ENVIRONMENT)
+    return goption.help_text(f"{prog} [OPTION…] <COMMAND>", [], MAIN, description=description)
 
-    p = add("bundle", cmd_bundle, "Create a bundle from a content directory")
-    signing_options(p)
-    p.add_argument("--mksquashfs-args", metavar="ARGS")
-    p.add_argument("inputdir", metavar="INPUTDIR")
-    p.add_argument("bundlename", metavar="BUNDLENAME")
 
-    p = add("info", cmd_info, "Show bundle information")
-    p.add_argument("--keyring", metavar="PEMFILE")
-    p.add_argument("--no-verify", action="store_true")
-    p.add_argument("--no-check-time", action="store_true")
-    p.add_argument("--key", metavar="PEMFILE|PKCS11-URL", help="decryption key")
-    p.add_argument("--cert", metavar="PEMFILE|PKCS11-URL", help="recipient certificate (optional)")
-    p.add_argument("--output-format", default="readable", metavar="FORMAT")
-    p.add_argument("--dump-cert", action="store_true")
-    p.add_argument("--dump-recipients", action="store_true")
-    p.add_argument("--trust-environment", action="store_true")
-    p.add_argument("bundle", metavar="BUNDLE")
+def command_help(prog: str, command: Command) -> str:
+    """The help of ``rauc <command> --help``."""
+    usage = f"{prog} [OPTION…] {command.name}" + (f" {command.params}" if command.params else "")
+    summary = command.summary + (f"\n\n{command.extra_summary}" if command.extra_summary else "")
+    groups = [Group(command.group or "", command.options)] if command.options else []
+    return goption.help_text(usage, groups, MAIN, summary=summary)
 
-    for name, func, help_, positionals in (
-        ("extract", cmd_extract, "Extract the bundle content", ("bundle", "outputdir")),
-        ("extract-signature", cmd_extract_signature, "Extract the bundle signature",
-         ("bundle", "outputsig")),
-    ):
-        p = add(name, func, help_)
-        p.add_argument("--keyring", metavar="PEMFILE")
-        p.add_argument("--key", metavar="PEMFILE|PKCS11-URL", help="decryption key")
-        p.add_argument("--cert", metavar="PEMFILE|PKCS11-URL", help="recipient certificate (optional)")
-        p.add_argument("--trust-environment", action="store_true")
-        for pos in positionals:
-            p.add_argument(pos, metavar=pos.upper())
 
-    p = add("resign", cmd_resign, "Resign an already signed bundle")
-    signing_options(p)
-    p.add_argument("--keyring", metavar="PEMFILE")
-    p.add_argument("--no-verify", action="store_true")
-    p.add_argument("--no-check-time", action="store_true")
-    p.add_argument("--append", action="store_true", help="add a signer instead of replacing the signature")
-    p.add_argument("--decrypt-key", metavar="PEMFILE|PKCS11-URL", help="key to open an encrypted bundle")
-    p.add_argument("inbundle", metavar="INBUNDLE")
-    p.add_argument("outbundle", metavar="OUTBUNDLE")
+def _parse(argv: Sequence[str], prog: str) -> tuple[Command, argparse.Namespace] | int:
+    """The command and its arguments, or an exit code when there is nothing to run."""
+    try:
+        first = goption.parse(argv, [MAIN], ignore_unknown=True)
+    except goption.OptionError as e:
+        err(str(e))
+        return 1
+    if not first.positionals:
+        if first.values.get("version"):
+            out(version_text(prog))
+            return 0
+        sys.stdout.write(main_help(prog))
+        return 0 if first.values.get("help") else 1
+    name = first.positionals[0]
+    by_name = {c.name: c for c in (*commands(), HELP)}
+    command = by_name.get(name)
+    if command is None:
+        out(f"Invalid command '{name}' given")
+        sys.stdout.write(main_help(prog))
+        return 1
+    groups = [Group(command.group or "", command.options), MAIN]
+    try:
+        parsed = goption.parse(argv, groups)
+    except goption.OptionError as e:
+        err(str(e))
+        if str(e).startswith("Unknown option"):
+            sys.stdout.write(command_help(prog, command))
+        return 1
+    if parsed.values.get("help"):
+        sys.stdout.write(command_help(prog, command))
+        return 0
+    values = goption.defaults(groups)
+    values.update(parsed.values)
+    rest = list(parsed.positionals)
+    rest.remove(name)
+    return command, argparse.Namespace(**values, args=rest, command=name, prog=prog)
 
-    p = add("replace-signature", cmd_replace_signature, "Replace the signature of a bundle")
-    p.add_argument("--keyring", metavar="PEMFILE")
-    p.add_argument("--signing-keyring", metavar="PEMFILE")
-    p.add_argument("--no-verify", action="store_true")
-    p.add_argument("--trust-environment", action="store_true")
-    p.add_argument("--decrypt-key", metavar="PEMFILE|PKCS11-URL", help="key to open an encrypted bundle")
-    p.add_argument("inbundle", metavar="INBUNDLE")
-    p.add_argument("inputsig", metavar="INPUTSIG")
-    p.add_argument("outbundle", metavar="OUTBUNDLE")
 
-    p = add("encrypt", cmd_encrypt, "Encrypt a crypt bundle for recipients")
-    p.add_argument("--to", metavar="PEMFILE", action="append", help="recipient certificates (repeatable)")
-    p.add_argument("--keyring", metavar="PEMFILE")
-    p.add_argument("--recipient-key-id", action="store_true",
-                   help="identify recipients by subjectKeyIdentifier instead of issuer and serial")
-    p.add_argument("inbundle", metavar="INBUNDLE")
-    p.add_argument("outbundle", metavar="OUTBUNDLE")
+def _setup_logging(debug: bool) -> None:
+    """Diagnostics go to stderr, one plain line each; -d adds the debug ones."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("pyrauc")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.propagate = False
+    if debug:
+        os.environ.setdefault("PYRAUC_DEBUG", "1")
 
-    for module in ("pyrauc.cli_target", "pyrauc.cli_install"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        mod.register(sub, common)
-    return parser
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM and SIGHUP end a command like Ctrl+C does: clean-up code runs, then exit 1."""
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help(sys.stderr)
-        return 1
-    if args.debug:
-        os.environ.setdefault("PYRAUC_DEBUG", "1")
+    prog = prog_name()
+    parsed = _parse(list(sys.argv[1:] if argv is None else argv), prog)
+    if isinstance(parsed, int):
+        return parsed
+    command, args = parsed
+    _setup_logging(bool(args.debug))
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     try:
-        return int(args.func(args))
+        return int(command.run(args))
     except RaucError as e:
-        _err(str(e))
+        err(str(e))
         return 1
     except KeyboardInterrupt:
-        _err("Interrupted")
+        err("Interrupted")
         return 1
 
 

@@ -1,107 +1,146 @@
-"""``install`` and ``mount`` subcommands (registered into :mod:`pyrauc.cli`).
+"""``install``, ``mount`` and ``service``: the target commands that open a bundle.
 
 ``install <BUNDLE>`` prints RAUC's progress lines (``"%3d%% <step>"``) on stdout, then on failure
 ``LastError: <reason>`` and ``Installing `<bundle>` failed`` (stderr, exit 1), on success
-``Installing `<bundle>` succeeded`` (exit 0). ``mount <BUNDLE>`` verifies and mounts a bundle at
-``<mountprefix>/bundle`` and leaves it mounted ("Mounted bundle at %s. Use 'umount %s' to unmount.").
+``Installing `<bundle>` succeeded`` (exit 0). With ``--progress`` on a terminal a progress bar
+stays below the scrolling lines, drawn as RAUC's client draws it. ``mount <BUNDLE>`` verifies and
+mounts a bundle at ``<mountprefix>/bundle`` and leaves it mounted.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import fcntl
+import os
+import re
+import struct
 import sys
-from pathlib import Path
-from typing import Any
+import termios
+from collections.abc import Callable
+from typing import TextIO
 
+from pyrauc.cli_common import (
+    DECRYPT_KEY,
+    KEYRING,
+    STREAMING,
+    Command,
+    bundle_access,
+    err,
+    local_path,
+    out,
+    positionals,
+    system_config,
+)
 from pyrauc.errors import RaucError
+from pyrauc.goption import Option
+
+_PROGRESS_LINE = re.compile(r"^\s*(\d{1,3})% ")
 
 
-def _out(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def _err(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _debug_log(args: argparse.Namespace) -> Any:
-    return _err if getattr(args, "debug", False) else (lambda msg: None)
-
-
-def _load_config(args: argparse.Namespace) -> Any:
-    from pyrauc.config import load_config
+def _columns(stream: TextIO) -> int:
+    """The terminal's width (TIOCGWINSZ); 80 with RAUC's warning if it cannot be read."""
     try:
-        return load_config(getattr(args, "conf", None), overrides=getattr(args, "confopt", None) or [])
-    except RaucError as exc:
-        raise RaucError(f"Failed to initialize context: {exc}") from exc
+        packed = fcntl.ioctl(stream.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+        cols = int(struct.unpack("HHHH", packed)[1])
+        if cols > 7:
+            return cols
+        raise OSError("no width")
+    except OSError as e:
+        err(f"Unable to obtain window parameters: {e}")
+        return 80
+
+
+def progress_bar(percent: int, columns: int) -> str:
+    """RAUC's bar: ``[`` + (columns-7) cells (``#`` up to the percentage) + ``]`` + ``"%3d%%"``."""
+    cells = columns - 7
+    filled = cells * percent // 100
+    return "[" + "".join("#" if i <= filled else " " for i in range(cells)) + f"]{percent:3d}%"
+
+
+def progress_printer(stream: TextIO, bar: bool) -> Callable[[str], None]:
+    """Print install lines; with ``bar`` each progress line is followed by the bar, which is
+    erased (cursor up one line, clear to the end) before the next line."""
+    if not bar:
+        def plain(line: str) -> None:
+            stream.write(line + "\n")
+            stream.flush()
+        return plain
+    columns = _columns(stream)
+    drawn = False
+
+    def with_bar(line: str) -> None:
+        nonlocal drawn
+        m = _PROGRESS_LINE.match(line)
+        if m is None:
+            if drawn:
+                stream.write("\r\033[F\033[J")
+                drawn = False
+            stream.write(("\033[J" if line.startswith("LastError:") else "") + line + "\n")
+        else:
+            stream.write("\r\033[F\033[J" if drawn else "")
+            stream.write(f"{line}\n{progress_bar(int(m.group(1)), columns)}\n")
+            drawn = True
+        stream.flush()
+    return with_bar
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    """``install <BUNDLE>``."""
+    """``install <BUNDLE>`` in this process (pyrauc has no D-Bus service yet)."""
     from pyrauc.install import run_cli_install
-    bundle = args.bundle
-    try:
-        config = _load_config(args)
-    except RaucError as exc:
-        _err(str(exc))
+
+    config = system_config(args)
+    (source,) = positionals(args, "A bundle filename name must be provided")
+    if source.startswith(("http://", "https://", "ftp://", "ftps://", "sftp://", "tftp://")):
+        out("LastError: Streaming bundles from a URL is not supported by pyrauc")
+        err(f"Installing `{source}` failed")
         return 1
-    for message in getattr(config, "messages", []):
-        _err(message)
-    if args.bundle.startswith(("http://", "https://", "ftp://", "ftps://", "sftp://", "tftp://")):
-        _out("LastError: Streaming bundles from a URL is not supported by pyrauc")
-        _err(f"Installing `{bundle}` failed")
-        return 1
-    if bundle.startswith("file://"):
-        if not bundle.startswith("file:///"):
-            _err("file URI with hostname detected. Did you forget to add a leading / ?")
-            return 1
-        bundle = bundle[len("file://"):]
+    path = os.path.abspath(local_path(source))
+    if not os.path.exists(path):
+        raise RaucError(f"No such file: {path}")
+    emit = progress_printer(sys.stdout, bool(args.progress) and sys.stdout.isatty())
     return run_cli_install(
-        bundle, config=config, emit=_out, err=_err,
+        path, config=config, emit=emit, err=err,
         ignore_compatible=args.ignore_compatible, ignore_version_limit=args.ignore_version_limit,
         override_boot_slot=args.override_boot_slot, transaction_id=args.transaction_id,
         require_manifest_hash=args.require_manifest_hash, handler_args=args.handler_args,
-        keyring_path=args.keyring, mountprefix=getattr(args, "mount", None), log=_debug_log(args))
+        keyring_path=args.keyring, mountprefix=args.mount,
+        log=err if args.debug else (lambda msg: None))
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
     """``mount <BUNDLE>``: verify, mount at <mountprefix>/bundle and leave it mounted."""
     from pyrauc import mount
-    from pyrauc.bundle import open_bundle
-    from pyrauc.signature import Keyring
-    config = _load_config(args)
-    keyring = config.to_keyring()
-    if args.keyring:
-        keyring = (Keyring(path=Path(args.keyring)) if keyring is None
-                   else dataclasses.replace(keyring, path=Path(args.keyring), directory=None))
-    bundle = open_bundle(args.bundle, keyring=keyring, key=args.key or config.encryption.key,
-                         cert=config.encryption.cert, allowed_formats=config.bundle_formats,
-                         max_signature_size=config.max_bundle_signature_size, log=_debug_log(args))
-    prefix = getattr(args, "mount", None) or config.mountprefix
+
+    config = system_config(args)
+    (source,) = positionals(args, "A file name must be provided")
+    bundle = bundle_access(args, config).open(local_path(source))
+    prefix = args.mount or config.mountprefix
     target = mount.mount_bundle_persistent(bundle, prefix)
-    _out(f"Mounted bundle at {target}. Use 'umount {target}' to unmount.")
+    out(f"Mounted bundle at {target}. Use 'umount {target}' to unmount.")
     return 0
 
 
-def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``install`` and ``mount`` to the CLI."""
-    p = subparsers.add_parser("install", parents=[common], help="Install a bundle",
-                              description="Install a bundle")
-    p.add_argument("--ignore-compatible", action="store_true", help="disable compatible check")
-    p.add_argument("--ignore-version-limit", action="store_true", help="disable version limit check")
-    p.add_argument("--transaction-id", metavar="UUID", help="custom transaction ID")
-    p.add_argument("--require-manifest-hash", metavar="HASH", help="require the given manifest hash")
-    p.add_argument("--handler-args", metavar="ARGS", help="extra handler arguments")
-    p.add_argument("--keyring", metavar="PEMFILE", help="keyring file")
-    p.add_argument("--override-boot-slot", metavar="BOOTNAME", help="override auto-detection of booted slot")
-    p.add_argument("--progress", action="store_true", help="show progress bar")
-    p.add_argument("bundle", metavar="BUNDLE")
-    p.set_defaults(func=cmd_install)
+def cmd_service(args: argparse.Namespace) -> int:
+    """``service``: pyrauc has no D-Bus service yet."""
+    system_config(args)
+    raise RaucError("Failed to execute service: the D-Bus service is not supported by pyrauc")
 
-    p = subparsers.add_parser("mount", parents=[common], help="Mount a bundle",
-                              description="Mount a bundle (for development purposes)")
-    p.add_argument("--keyring", metavar="PEMFILE", help="keyring file")
-    p.add_argument("--key", metavar="PEMFILE|PKCS11-URL", help="decryption key")
-    p.add_argument("bundle", metavar="BUNDLE")
-    p.set_defaults(func=cmd_mount)
+
+HANDLER_ARGS = Option("handler-args", "extra handler arguments", "ARGS")
+OVERRIDE_BOOT_SLOT = Option("override-boot-slot", "override auto-detection of booted slot", "BOOTNAME")
+
+COMMANDS: tuple[Command, ...] = (
+    Command("install", "<BUNDLE>", "Install a bundle", "Install a bundle", cmd_install, (
+        Option("ignore-compatible", "disable compatible check"),
+        Option("ignore-version-limit", "disable version limit check"),
+        Option("transaction-id", "custom transaction id", "UUID"),
+        Option("require-manifest-hash", "require the manifest to have this hash", "HASH"),
+        Option("progress", "show progress bar"),
+        HANDLER_ARGS, KEYRING, OVERRIDE_BOOT_SLOT,
+        *STREAMING,
+    ), "Install options"),
+    Command("mount", "<BUNDLENAME>", "Mount a bundle", "Mount a bundle (for development purposes)", cmd_mount,
+            (KEYRING, DECRYPT_KEY, *STREAMING), "Mount options"),
+    Command("service", "", "Start RAUC service", "Start RAUC service", cmd_service,
+            (HANDLER_ARGS, OVERRIDE_BOOT_SLOT, KEYRING), "Service options"),
+)

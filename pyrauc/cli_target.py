@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyrauc.config import SystemConfig, load_config
+from pyrauc.cli_common import Command, positionals, system_config
+from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context
 from pyrauc.errors import RaucError
+from pyrauc.goption import Option
 from pyrauc.slots import Slot, build_slots, resolve_identifier
 from pyrauc.status import SlotStatus, load_slot_status, record_activated
 
@@ -30,10 +32,7 @@ def _err(msg: str) -> None:
 
 
 def _config(args: argparse.Namespace) -> SystemConfig:
-    try:
-        return load_config(getattr(args, "conf", None), overrides=getattr(args, "confopt", None) or [])
-    except RaucError as e:
-        raise e.prefixed("Failed to initialize context: ") from e
+    return system_config(args)
 
 
 def _context(args: argparse.Namespace, config: SystemConfig) -> Context:
@@ -239,6 +238,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if positional and positional[0] not in MARKS:
         _err(f"unknown subcommand {positional[0]}")
         return 1
+    args.output_format = args.output_format or "readable"
     if args.output_format not in FORMATS:
         _err(f"Unknown output format: '{args.output_format}'")
         return 1
@@ -288,10 +288,11 @@ def cmd_write_slot(args: argparse.Namespace) -> int:
     from pyrauc.install import slot_info
 
     config = _config(args)
+    slotname, image = positionals(args, "A target slot name must be provided", "An image must be provided")
     slots = build_slots(config)
-    slot = slots.get(args.slotname)
+    slot = slots.get(slotname)
     if slot is None:
-        _err(f"No matching slot found for given slot name '{args.slotname}'.")
+        _err(f"No matching slot found for given slot name '{slotname}'.")
         _err("Available slots:")
         for name in slots:
             _err(f" - {name}")
@@ -299,12 +300,12 @@ def cmd_write_slot(args: argparse.Namespace) -> int:
     if slot.readonly:
         _err("Reject writing to readonly slot")
         return 1
-    itype = args.image_type or image_type_of(args.image)
+    itype = args.image_type or image_type_of(image)
     if itype is None:
-        _err(f"Unable to map extension of file '{args.image}' to known image type")
+        _err(f"Unable to map extension of file '{image}' to known image type")
         return 1
     info = slot_info(slot)
-    job = handlers.ImageJob(image=_WriteImage(os.path.basename(args.image)), path=Path(args.image),
+    job = handlers.ImageJob(image=_WriteImage(os.path.basename(image)), path=Path(image),
                             slot=info, image_type=itype)
     mountprefix = getattr(args, "mount", None) or config.mountprefix
     try:
@@ -318,22 +319,18 @@ def cmd_write_slot(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-             common: argparse.ArgumentParser) -> None:
-    """Add ``status`` and ``write-slot`` to the CLI."""
-    p = subparsers.add_parser("status", parents=[common], help="Show system status",
-                              description="Show system status, or mark a slot "
-                                          "(status [mark-good|mark-bad|mark-active] [booted|other|SLOT])")
-    p.add_argument("--detailed", action="store_true", help="show more status details")
-    p.add_argument("--output-format", default="readable", metavar="FORMAT",
-                   help="output format: readable, shell, json, json-pretty")
-    p.add_argument("--override-boot-slot", metavar="BOOTNAME", help="override auto-detection of booted slot")
-    p.add_argument("args", nargs="*", metavar="ARG", help="[mark-good|mark-bad|mark-active] [booted|other|SLOT]")
-    p.set_defaults(func=cmd_status)
-
-    p = subparsers.add_parser("write-slot", parents=[common], help="Write image to slot",
-                              description="Write an image directly to a slot (bypasses all update logic)")
-    p.add_argument("-t", "--image-type", "-l", metavar="TYPE", help="image type (default: from extension)")
-    p.add_argument("slotname", metavar="SLOTNAME")
-    p.add_argument("image", metavar="IMAGE")
-    p.set_defaults(func=cmd_write_slot)
+COMMANDS: tuple[Command, ...] = (
+    Command("status", "", "Show status", "Show system status", cmd_status, (
+        Option("detailed", "show more status details"),
+        Option("output-format", "output format", "FORMAT"),
+        Option("override-boot-slot", "override auto-detection of booted slot", "BOOTNAME"),
+    ), "Status options", extra_summary=(
+        "List of status commands (default slot is the currently booted slot):\n"
+        "  mark-good [booted | other | <SLOT_NAME>] \tMark the slot as good\n"
+        "  mark-bad [booted | other | <SLOT_NAME>] \tMark the slot as bad\n"
+        "  mark-active [booted | other | <SLOT_NAME>] \tMark the slot as active")),
+    Command("write-slot", "<SLOTNAME> <IMAGE>", "Write image to slot and bypass all update logic",
+            "Write image to slot and bypass all update logic", cmd_write_slot,
+            (Option("image-type", "image type (default: from the file name)", "TYPE", short="t", aliases=("l",)),),
+            "Write slot options"),
+)

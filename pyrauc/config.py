@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyrauc import semver
 from pyrauc.errors import ConfigError, KeyFileError, RaucError
 from pyrauc.keyfile import KeyFile
 
@@ -36,7 +37,6 @@ DEFAULT_MAX_BUNDLE_SIGNATURE_SIZE = 64 * 1024
 PER_SLOT = "per-slot"
 
 _SIZE = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)\s*$")
-_SEMVER = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?)?(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 
 
 @dataclass
@@ -259,14 +259,35 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Sequence[
     return parse_config(data, conf_path, overrides)
 
 
+def load_host_config(path: str | os.PathLike[str] | None = None,
+                     overrides: Sequence[str] = ()) -> SystemConfig | None:
+    """system.conf for commands that use it only if there is one (RAUC's AUTO mode: info, bundle...).
+
+    The ``-C`` overrides are checked in any case. Without a system.conf they alone make the
+    configuration (e.g. ``-C system:bundle-formats=verity`` on a build host); without either
+    the result is None.
+    """
+    for spec in overrides:
+        parse_override(spec)
+    if path is not None or any(os.path.exists(p) for p in SEARCH_PATHS):
+        return load_config(path, overrides)
+    if not overrides:
+        return None
+    return parse_config(b"", None, overrides, host=True)
+
+
 def parse_config(data: str | bytes, path: str | os.PathLike[str] | None = None,
-                 overrides: Sequence[str] = ()) -> SystemConfig:
-    """Parse system.conf content (``path`` locates relative paths)."""
+                 overrides: Sequence[str] = (), *, host: bool = False) -> SystemConfig:
+    """Parse system.conf content (``path`` locates relative paths).
+
+    ``host``: a configuration made only of ``-C`` overrides, which needs no compatible and no
+    bootloader.
+    """
     conf_path = Path(path) if path is not None else None
     try:
         kf = KeyFile.parse(data, str(conf_path or ""))
         apply_overrides(kf, overrides)
-        return _Parser(kf, conf_path).parse()
+        return _Parser(kf, conf_path).parse(host)
     except ConfigError:
         raise
     except KeyFileError as e:
@@ -295,13 +316,15 @@ class _Parser:
     def path_(self, group: str, key: str) -> str | None:
         return _resolve(self.base, self.s(group, key))
 
-    def parse(self) -> SystemConfig:
+    def parse(self, host: bool = False) -> SystemConfig:
         kf = self.kf
         g = "system"
         compatible = self.s(g, "compatible")
+        if compatible is None and host:
+            compatible = ""
         if compatible is None:
             raise ConfigError(f"Key file does not have key 'compatible' in group '{g}'")
-        bootloader = self.s(g, "bootloader")
+        bootloader = self.s(g, "bootloader") or ("noop" if host else None)
         if bootloader is None:
             raise ConfigError("No bootloader selected in system config file")
         if bootloader not in BOOTLOADERS:
@@ -349,7 +372,7 @@ class _Parser:
             c.bundle_formats = parse_bundle_formats(formats)
 
         mbv = self.s(g, "min-bundle-version")
-        if mbv is not None and not _SEMVER.match(mbv):
+        if mbv is not None and semver.parse(mbv) is None:
             raise ConfigError(
                 f"Min version format invalid, expected: Major[.Minor[.Patch]][-pre_release], got: {mbv}")
         c.min_bundle_version = mbv

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyrauc import RAUC_COMPAT_VERSION
+from pyrauc import RAUC_COMPAT_VERSION, semver
 from pyrauc.errors import KeyFileError, ManifestError
 from pyrauc.keyfile import KeyFile, read_file
 
@@ -71,7 +71,6 @@ SLOT_HOOKS = ("pre-install", "install", "post-install")
 INSTALL_HOOKS = ("install-check",)
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_SEMVER = re.compile(r"(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*))?)?(?:-([0-9A-Za-z.-]+))?")
 _META_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -89,14 +88,6 @@ def derive_image_type(filename: str) -> str | None:
         if regex.fullmatch(filename):
             return image_type
     return None
-
-
-def _parse_semver(value: str) -> tuple[int, int, int, int, str] | None:
-    m = _SEMVER.fullmatch(value)
-    if m is None:
-        return None
-    pre = m.group(4)
-    return (int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0), 0 if pre else 1, pre or "")
 
 
 @dataclass
@@ -420,17 +411,17 @@ class Manifest:
 
 
 def _check_min_rauc_version(value: str) -> None:
-    parsed = _parse_semver(value)
+    parsed = semver.parse(value)
     if parsed is None:
         raise ManifestError(
             "Failed to parse 'min-rauc-version'. Expected 'Major[.Minor[.Patch]][-pre_release]]', "
             f"got '{value}'"
         )
-    if parsed[:3] < (1, 14, 0):
+    if (parsed.major, parsed.minor) < (1, 14):
         raise ManifestError(
             f"Minimum RAUC version field in manifest is only supported since 1.14 (not '{value}')"
         )
-    current = _parse_semver(RAUC_COMPAT_VERSION)
+    current = semver.parse(RAUC_COMPAT_VERSION)
     assert current is not None
     if parsed > current:
         raise ManifestError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrauc import cli_target
+from pyrauc import cli
 from pyrauc.keyfile import KeyFile
 from tests.helpers import fake_efibootmgr
 
@@ -46,28 +45,9 @@ readonly=true
     return conf
 
 
-def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--conf", default=argparse.SUPPRESS)
-    common.add_argument("-C", "--confopt", action="append", default=argparse.SUPPRESS)
-    common.add_argument("--mount", default=argparse.SUPPRESS)
-    p = argparse.ArgumentParser(prog="rauc")
-    sub = p.add_subparsers(dest="command")
-    cli_target.register(sub, common)
-    return p
-
-
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    args = parser().parse_args(argv)
-    try:
-        rc = int(args.func(args))
-    except Exception as e:  # the main CLI prints RaucErrors as one line
-        from pyrauc.errors import RaucError
-
-        if not isinstance(e, RaucError):
-            raise
-        print(str(e), file=sys.stderr)
-        rc = 1
+    """Run the CLI in this process (so the fake efibootmgr on PATH is used)."""
+    rc = cli.main(argv)
     out, err = capsys.readouterr()
     return rc, out, err
 
