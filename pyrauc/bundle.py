@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -25,7 +26,7 @@ from cryptography import x509
 
 from pyrauc import crypt, envelope, keys, signature, squashfs, verity
 from pyrauc.errors import BundleError, EnvelopeError, ManifestError, RaucError, SignatureError
-from pyrauc.manifest import Manifest
+from pyrauc.manifest import Image, Manifest, derive_image_type
 from pyrauc.progress import Progress
 from pyrauc.signature import Keyring, Verified
 
@@ -37,8 +38,11 @@ COPY_CHUNK = 4 * 1024 * 1024
 Log = Callable[[str], None]
 
 
-def _no_log(msg: str) -> None:
-    pass
+logger = logging.getLogger(__name__)
+
+
+def _no_out(msg: str) -> None:
+    """Discard the lines RAUC prints on stdout (library use)."""
 
 
 def _format_size(size: int, base: int, units: tuple[str, ...]) -> str:
@@ -93,14 +97,14 @@ def _new_output(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _append_signature(path: Path, cms: bytes, log: Log) -> None:
+def _append_signature(path: Path, cms: bytes) -> None:
     with open(path, "ab") as f:
         f.write(cms)
         f.write(len(cms).to_bytes(8, "big"))
         f.flush()
         os.fsync(f.fileno())
     if len(cms) > DEFAULT_MAX_SIGNATURE_SIZE:
-        log(f"Resulting signature size of {format_size(len(cms))} exceeds default of "
+        logger.warning(f"Resulting signature size of {format_size(len(cms))} exceeds default of "
             f"{format_size(DEFAULT_MAX_SIGNATURE_SIZE)}. Make sure to set 'max-bundle-signature-size' "
             "in the target's system.conf accordingly.")
 
@@ -116,29 +120,39 @@ def _copy_range(src: Path, dst: Path, size: int) -> None:
             remaining -= len(chunk)
 
 
-def _sha256_file(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
 # --------------------------------------------------------------------------------------------
 # creating
 
+WORKDIR_PREFIX = ".rauc-workdir"
+HASH_INDEX_SUFFIX = ".block-hash-index"
+ADAPTIVE_METHODS = ("block-hash-index",)
+_MAX_INDEX_BLOCKS = 0x7FFFFFF
+
+
 def _prepare_workdir(contentdir: Path) -> Path:
-    """Fill ``<contentdir>/.rauc-workdir`` with hard links of the content, as RAUC does."""
-    workdir = contentdir / ".rauc-workdir"
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir()
+    """A new private ``<contentdir>/.rauc-workdir-XXXXXX`` filled with hard links of the content.
+
+    RAUC links the content into ``.rauc-workdir`` (hard links need the same file system); a
+    private name per run keeps two runs on one content directory apart. On a refused content
+    (absolute symlink, hidden directory, ...) the work directory is removed again.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX + "-", dir=contentdir))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(workdir, 0o777 & ~umask)    # the bundle's root directory: as mkdir would make it
+        _link_content(contentdir, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return workdir
+
+
+def _link_content(contentdir: Path, workdir: Path) -> None:
     for root, dirs, files in os.walk(contentdir):
         rel = Path(root).relative_to(contentdir)
         if rel == Path("."):
-            dirs[:] = [d for d in dirs if d != ".rauc-workdir"]
+            dirs[:] = [d for d in dirs if not d.startswith(WORKDIR_PREFIX)]
             for d in dirs:
                 if d.startswith("."):
                     raise BundleError(f"hidden directories are not supported as bundle contents ({d})")
@@ -165,12 +179,47 @@ def _prepare_workdir(contentdir: Path) -> Path:
                 os.link(src, dst)
             else:
                 raise BundleError(f"only regular files are supported as bundle contents ({src})")
-    return workdir
 
 
-def _fill_image_digests(manifest: Manifest, contentdir: Path) -> None:
+def _digest_image(path: Path, index: Path | None) -> tuple[str, int]:
+    """sha256 and size of the image at ``path``; with ``index``, also write its block hash index
+    there (the sha256 of every 4096-byte block, concatenated) in the same pass."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f, (open(index, "wb") if index else contextlib.nullcontext()) as idx:
+        while chunk := f.read(COPY_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+            if idx is not None:
+                idx.write(b"".join(hashlib.sha256(chunk[i:i + verity.BLOCK_SIZE]).digest()
+                                   for i in range(0, len(chunk), verity.BLOCK_SIZE)))
+    return h.hexdigest(), size
+
+
+def _check_index_source(image: Image, path: Path) -> None:
+    """RAUC's conditions for a block hash index, checked before the image is read."""
+    size = path.stat().st_size
+    prefix = f"Failed to generate hash index for {image.filename}: "
+    if size == 0:
+        raise BundleError(prefix + "image/partition is empty")
+    if size % verity.BLOCK_SIZE:
+        raise BundleError(prefix + f"image/partition size ({size}) is not a multiple of 4096 bytes")
+    if size // verity.BLOCK_SIZE > _MAX_INDEX_BLOCKS:
+        raise BundleError(prefix + f"image/partition size ({size}) is too large")
+    if derive_image_type(path.name) == "tar" or ".tar" in path.name:
+        logger.warning(f"Generating block hash index requires a block device image but {image.filename} looks like an "
+            "archive")
+
+
+def _fill_image_digests(manifest: Manifest, contentdir: Path, workdir: Path) -> None:
+    """Digest and size of every image into the manifest; block hash indexes into ``workdir``."""
     for image in manifest.images:
+        unknown = [m for m in image.adaptive if m not in ADAPTIVE_METHODS]
+        if unknown:
+            raise BundleError(f"Unsupported adaptive method: {unknown[0]}")
         if image.filename is None:
+            if image.adaptive:
+                raise BundleError("'adaptive' requires 'filename' to be set")
             continue
         path = contentdir / image.filename
         if not path.is_file():
@@ -178,7 +227,12 @@ def _fill_image_digests(manifest: Manifest, contentdir: Path) -> None:
                 f"image file '{image.filename}' for slot '{image.slotclass}' does not exist in bundle "
                 f"content dir ({contentdir})"
             )
-        image.sha256, image.size = _sha256_file(path)
+        index = None
+        if "block-hash-index" in image.adaptive:
+            _check_index_source(image, path)
+            index = workdir / (image.filename + HASH_INDEX_SUFFIX)
+            index.unlink(missing_ok=True)
+        image.sha256, image.size = _digest_image(path, index)
     if manifest.hook_name and not (contentdir / manifest.hook_name).is_file():
         raise BundleError(f"hook file '{manifest.hook_name}' does not exist in bundle content dir ({contentdir})")
 
@@ -196,7 +250,7 @@ def create_bundle(
     intermediates: Sequence[str] = (),
     signing_keyring: Keyring | None = None,
     mksquashfs_args: str | None = None,
-    log: Log = _no_log,
+    out: Log = _no_out,
     progress: Progress | None = None,
 ) -> Manifest:
     """Create a signed bundle from ``contentdir`` (which holds ``manifest.raucm``)."""
@@ -204,13 +258,13 @@ def create_bundle(
     bundle = Path(bundle)
     try:
         return _create_bundle(contentdir, bundle, cert, key, intermediates, signing_keyring,
-                              mksquashfs_args, log, progress)
+                              mksquashfs_args, out, progress)
     except RaucError as e:
         raise e.prefixed("Failed to create bundle: ") from e
 
 
 def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermediates: Sequence[str],
-                   signing_keyring: Keyring | None, mksquashfs_args: str | None, log: Log,
+                   signing_keyring: Keyring | None, mksquashfs_args: str | None, out: Log,
                    progress: Progress | None) -> Manifest:
     if bundle.exists() or bundle.is_symlink():
         raise BundleError(f"bundle {bundle} already exists")
@@ -219,17 +273,17 @@ def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermed
     signer_cert, signer_key = _load_signer(cert, key)
     inter_certs = [c for path in intermediates for c in keys.load_certs(path)]
     if not manifest.format_explicit:
-        log("WARNING: The manifest does not specify a bundle format, defaulting to 'plain'.")
-        log("  We recommend using the 'verity' format instead, if possible.")
-        log("  To silence this warning, select the 'plain' format explicitly.")
-        log("  See https://rauc.readthedocs.io/en/latest/reference.html#sec-ref-formats for details.'")
+        logger.warning("WARNING: The manifest does not specify a bundle format, defaulting to 'plain'.")
+        logger.warning("  We recommend using the 'verity' format instead, if possible.")
+        logger.warning("  To silence this warning, select the 'plain' format explicitly.")
+        logger.warning("  See https://rauc.readthedocs.io/en/latest/reference.html#sec-ref-formats for details.'")
     fmt = manifest.bundle_format
-    log(f"Creating '{fmt}' format bundle")
-    _fill_image_digests(manifest, contentdir)
+    out(f"Creating '{fmt}' format bundle")
     keep_metadata = any("tar-extract" in image.convert for image in manifest.images)
 
     workdir = _prepare_workdir(contentdir)
     try:
+        _fill_image_digests(manifest, contentdir, workdir)
         (workdir / "manifest.raucm").write_bytes(manifest.to_data())
         with _new_output(bundle) as tmp:
             squashfs.mksquashfs(workdir, tmp, mksquashfs_args, keep_metadata=keep_metadata)
@@ -252,7 +306,7 @@ def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermed
                     raise BundleError(f"squashfs size ({data_size}) must be larger than 4096 bytes")
                 if fmt == "crypt":
                     manifest.crypt_key = secrets.token_bytes(32)
-                    log("Encrypting bundle payload in aes-cbc-plain64 mode")
+                    logger.info("Encrypting bundle payload in aes-cbc-plain64 mode")
                     crypt.encrypt_file(tmp, manifest.crypt_key, progress=progress)
                 salt = secrets.token_bytes(32)
                 root = verity.create_hash_tree(tmp, data_size, salt, progress=progress)
@@ -270,12 +324,12 @@ def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermed
                                              intermediates=inter_certs)
                 except RaucError as e:
                     raise e.prefixed("failed to sign manifest: ") from e
-            _append_signature(tmp, cms, log)
+            _append_signature(tmp, cms)
             if signing_keyring is not None:
-                log("Keyring given, doing signature verification")
+                logger.info("Keyring given, doing signature verification")
                 open_bundle(tmp, keyring=signing_keyring)
             else:
-                log("No keyring given, skipping signature verification")
+                logger.info("No keyring given, skipping signature verification")
     finally:
         if workdir.exists():
             shutil.rmtree(workdir, ignore_errors=True)
@@ -348,12 +402,14 @@ def open_bundle(
     cert: str | None = None,
     allowed_formats: Sequence[str] | None = None,
     max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE,
-    log: Log = _no_log,
+    log: Log | None = None,
 ) -> Bundle:
     """Open ``path``: read the framing, decrypt if needed, verify the signature, load the manifest.
 
-    The payload itself is not checked here (see :func:`check_payload`), as in RAUC.
+    The payload itself is not checked here (see :func:`check_payload`), as in RAUC. ``log``
+    receives the diagnostics ("Verifying bundle signature... "), by default this module's logger.
     """
+    log = log or logger.info
     path = Path(path)
     size, cms = read_framing(path, max_signature_size)
     kind = signature.cms_type(cms)
@@ -482,7 +538,7 @@ def resign_bundle(
     intermediates: Sequence[str] = (),
     signing_keyring: Keyring | None = None,
     append: bool = False,
-    log: Log = _no_log,
+    out: Log = _no_out,
 ) -> None:
     """Sign the payload of ``inbundle`` anew (the manifest, crypt key and verity values are kept).
 
@@ -492,7 +548,7 @@ def resign_bundle(
     outpath = Path(outpath)
     try:
         check_payload(inbundle)
-        log(f"Resigning '{inbundle.format}' format bundle")
+        out(f"Resigning '{inbundle.format}' format bundle")
         signer_cert, signer_key = _load_signer(cert, key)
         inter_certs = [c for path in intermediates for c in keys.load_certs(path)]
         with _new_output(outpath) as tmp:
@@ -509,7 +565,7 @@ def resign_bundle(
                 cms = signature.cms_sign(content, cert=signer_cert, key=signer_key, intermediates=inter_certs)
             if inbundle.encrypted:
                 cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, cms)
-            _append_signature(tmp, cms, log)
+            _append_signature(tmp, cms)
             if signing_keyring is not None and not inbundle.encrypted and not append:
                 open_bundle(tmp, keyring=signing_keyring, verify=True)
     except RaucError as e:
@@ -522,7 +578,7 @@ def replace_signature(
     outpath: Path | str,
     *,
     keyring: Keyring | None,
-    log: Log = _no_log,
+    out: Log = _no_out,
 ) -> None:
     """Replace the CMS of ``inbundle`` by the DER file ``signature_path`` and check the result."""
     outpath = Path(outpath)
@@ -533,17 +589,17 @@ def replace_signature(
                           f"{e.strerror}") from e
     try:
         check_payload(inbundle)
-        log(f"Replacing signature for '{inbundle.format} format bundle")
+        out(f"Replacing signature for '{inbundle.format} format bundle")
         with _new_output(outpath) as tmp:
             _copy_range(inbundle.path, tmp, inbundle.size)
             cms = newsig
             if inbundle.encrypted and signature.cms_type(newsig) == "signedData":
                 cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, newsig)
-            _append_signature(tmp, cms, log)
+            _append_signature(tmp, cms)
             if keyring is not None:
-                log("Keyring given, enabling signature verification")
+                logger.info("Keyring given, enabling signature verification")
             else:
-                log("No keyring given, disabling signature verification")
+                logger.info("No keyring given, disabling signature verification")
             try:
                 if inbundle.encrypted:
                     # the new CMS must still carry a valid signature for the same payload
@@ -570,7 +626,7 @@ def encrypt_bundle(
     recipients: Sequence[x509.Certificate],
     *,
     use_ski: bool = False,
-    log: Log = _no_log,
+    out: Log = _no_out,
     progress: Progress | None = None,
 ) -> None:
     """Wrap the signed CMS of a verified crypt bundle in EnvelopedData for ``recipients``."""
@@ -586,9 +642,9 @@ def encrypt_bundle(
                 env = envelope.encrypt(inbundle.sigdata, recipients, use_ski=use_ski, progress=progress)
             except EnvelopeError as e:
                 raise e.prefixed("Failed to encrypt bundle: ") from e
-            _append_signature(tmp, env, log)
+            _append_signature(tmp, env)
         n = len(recipients)
-        log(f"Encrypted for {n} recipient{'s' if n != 1 else ''}")
+        logger.info(f"Encrypted for {n} recipient{'s' if n != 1 else ''}")
     except RaucError as e:
         raise e.prefixed("Failed to create bundle: ") from e
 

@@ -105,7 +105,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         raise UsageError("Bundle path must be located outside input directory!")
     bundle.create_bundle(indir, out_path, cert=args.cert, key=args.key, intermediates=args.intermediate,
                          signing_keyring=_signing_keyring(args), mksquashfs_args=args.mksquashfs_args,
-                         log=out, progress=_progress("Bundling"))
+                         out=out, progress=_progress("Bundling"))
     return 0
 
 
@@ -120,7 +120,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     path = _existing(source)
     access = bundle_access(args, host_config(args))
     log.info("Reading bundle: %s", path)
-    b = access.open(path, log=log.info)
+    b = access.open(path)
     sys.stdout.write(info.format_info(b, args.output_format, color=sys.stdout.isatty(), dump_cert=args.dump_cert,
                                       dump_recipients=args.dump_recipients))
     return 0
@@ -138,7 +138,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     source, outdir = positionals(args, "An input bundle must be provided", "An output directory must be provided")
     if Path(outdir).exists():
         raise RaucError(f"Failed to extract bundle: output directory '{outdir}' exists already")
-    b = bundle_access(args, host_config(args)).open(_existing(source), log=log.info)
+    b = bundle_access(args, host_config(args)).open(_existing(source))
     bundle.extract_bundle(b, outdir, progress=_progress("Checking payload"))
     return 0
 
@@ -146,7 +146,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_extract_signature(args: argparse.Namespace) -> int:
     source, outsig = positionals(args, "An input bundle must be provided",
                                  "An output signature file must be provided")
-    b = bundle_access(args, host_config(args)).open(_existing(source), log=log.info)
+    b = bundle_access(args, host_config(args)).open(_existing(source))
     bundle.extract_signature(b, outsig)
     return 0
 
@@ -162,9 +162,9 @@ def cmd_resign(args: argparse.Namespace) -> int:
     source, outbundle = positionals(args, "An input bundle must be provided", "An output bundle must be provided")
     if not args.cert or not args.key:
         raise UsageError("Cert and key files must be provided")
-    b = _input_access(args).open(_existing(source), log=log.info)
+    b = _input_access(args).open(_existing(source))
     bundle.resign_bundle(b, outbundle, cert=args.cert, key=args.key, intermediates=args.intermediate,
-                         signing_keyring=_signing_keyring(args), append=args.append, log=out)
+                         signing_keyring=_signing_keyring(args), append=args.append, out=out)
     return 0
 
 
@@ -173,9 +173,9 @@ def cmd_replace_signature(args: argparse.Namespace) -> int:
                                          "An input signature file must be provided",
                                          "An output bundle must be provided", excess_at=2)
     access = _input_access(args)
-    b = access.open(_existing(source), log=log.info)
+    b = access.open(_existing(source))
     check = keyring_with_path(None, args.signing_keyring) if args.signing_keyring else access.keyring
-    bundle.replace_signature(b, sig, outbundle, keyring=check, log=out)
+    bundle.replace_signature(b, sig, outbundle, keyring=check, out=out)
     return 0
 
 
@@ -185,7 +185,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     source, outbundle = positionals(args, "An input bundle must be provided", "An output bundle name must be provided")
     access = bundle_access(args, host_config(args), decrypt=False)
     try:
-        b = access.open(_existing(source), log=log.info)
+        b = access.open(_existing(source))
         bundle.check_payload(b)
     except RaucError as e:
         raise e.prefixed("Failed to create bundle: ") from e
@@ -195,7 +195,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         if not certs:
             raise RaucError(f"Failed to parse cert file '{path}': no certificate found")
         recipients.extend(certs)
-    bundle.encrypt_bundle(b, outbundle, recipients, use_ski=args.recipient_key_id, log=out,
+    bundle.encrypt_bundle(b, outbundle, recipients, use_ski=args.recipient_key_id, out=out,
                           progress=_progress("Encrypting"))
     out(f"Encrypted bundle written to {outbundle}")
     return 0

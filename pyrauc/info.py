@@ -19,7 +19,7 @@ YELLOW = "\033[33m"
 GREEN = "\033[32m"
 RESET = "\033[0m"
 
-OUTPUT_FORMATS = ("readable", "shell", "json", "json-pretty")
+OUTPUT_FORMATS = ("readable", "shell", "json", "json-pretty", "json-2")
 
 
 def _q(value: str | None) -> str:
@@ -184,6 +184,55 @@ def to_json_obj(mf: Manifest) -> dict[str, Any]:
     return obj
 
 
+def to_dict(mf: Manifest) -> dict[str, Any]:
+    """The manifest as RAUC's dictionary (D-Bus InspectBundle's ``info``, ``--output-format=json-2``).
+
+    Keys appear only when set, except ``hooks`` of an image and ``meta``; the crypt key is left out.
+    """
+    update = {k: v for k, v in (("compatible", mf.compatible), ("version", mf.version),
+                                ("description", mf.description), ("build", mf.build)) if v is not None}
+    bundle: dict[str, Any] = {"format": mf.bundle_format}
+    if mf.bundle_format != "plain":
+        bundle.update({"verity-hash": mf.verity_hash, "verity-salt": mf.verity_salt, "verity-size": mf.verity_size})
+    result: dict[str, Any] = {"manifest-hash": mf.hash(), "update": update, "bundle": bundle}
+    if mf.hook_name:
+        result["hooks"] = {"filename": mf.hook_name, "hooks": list(mf.hooks)}
+    if mf.handler_name:
+        result["handler"] = {"filename": mf.handler_name, **({"args": mf.handler_args} if mf.handler_args else {})}
+    images = []
+    for image in mf.images:
+        entry: dict[str, Any] = {"slot-class": image.slotclass}
+        for key, value in (("artifact", image.artifact), ("variant", image.variant), ("filename", image.filename),
+                           ("type", image.effective_type), ("checksum", image.sha256), ("size", image.size)):
+            if value is not None:
+                entry[key] = value
+        entry["hooks"] = list(image.hooks)
+        for key, values in (("adaptive", image.adaptive), ("convert", image.convert),
+                            ("converted", image.converted)):
+            if values:
+                entry[key] = list(values)
+        images.append(entry)
+    result["images"] = images
+    result["meta"] = {group: dict(items) for group, items in mf.meta.items()}
+    return result
+
+
+def json_glib_pretty(value: Any, indent: int = 0) -> str:
+    """JSON as json-glib's pretty generator writes it: 2-space indent, ``"key" : value``."""
+    pad = "  " * (indent + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{ }"
+        body = ",\n".join(f"{pad}{json.dumps(k)} : {json_glib_pretty(v, indent + 1)}" for k, v in value.items())
+        return "{\n" + body + "\n" + "  " * indent + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[ ]"
+        body = ",\n".join(pad + json_glib_pretty(v, indent + 1) for v in value)
+        return "[\n" + body + "\n" + "  " * indent + "]"
+    return json.dumps(value)
+
+
 def format_info(bundle: Bundle, output_format: str, *, color: bool = True, dump_cert: bool = False,
                 dump_recipients: bool = False) -> str:
     """Render ``bundle`` in one of :data:`OUTPUT_FORMATS`."""
@@ -195,4 +244,6 @@ def format_info(bundle: Bundle, output_format: str, *, color: bool = True, dump_
         return json.dumps(to_json_obj(bundle.manifest), separators=(",", ":")) + "\n"
     if output_format == "json-pretty":
         return json.dumps(to_json_obj(bundle.manifest), indent=2) + "\n"
+    if output_format == "json-2":
+        return json_glib_pretty(to_dict(bundle.manifest)) + "\n"
     raise ValueError(output_format)

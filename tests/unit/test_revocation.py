@@ -49,9 +49,9 @@ def rev(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Revocation:
     to_rest = write_pem_bundle(d / "rest.pem", [x.cert for i, x in enumerate(devices) if i != REVOKED])
     all_devices, without = d / "all.raucb", d / "without-2.raucb"
     res = pyrauc("encrypt", "--to", to_all, "--keyring", pki.keyring, plain, all_devices, check=True)
-    assert "Encrypted for 5 recipients" in res.stdout
+    assert "Encrypted for 5 recipients" in res.stderr   # a log line, on stderr as in RAUC
     res = pyrauc("encrypt", "--to", to_rest, "--keyring", pki.keyring, plain, without, check=True)
-    assert "Encrypted for 4 recipients" in res.stdout
+    assert "Encrypted for 4 recipients" in res.stderr
     return Revocation(plain, all_devices, without, devices, pki.keyring, content)
 
 
