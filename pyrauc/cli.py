@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -191,10 +192,13 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         raise e.prefixed("Failed to create bundle: ") from e
     recipients = []
     for path in args.to:
-        certs = keys.load_certs(path)
-        if not certs:
-            raise RaucError(f"Failed to parse cert file '{path}': no certificate found")
-        recipients.extend(certs)
+        try:
+            recipients.extend(keys.load_certs(path))
+        except RaucError as e:
+            # encrypt names them with a capital F ("Failed to parse cert file '%s': %s")
+            message = str(e)
+            raise RaucError("Failed to create bundle: Failed to encrypt bundle: " + message[:1].upper()
+                            + message[1:]) from e
     bundle.encrypt_bundle(b, outbundle, recipients, use_ski=args.recipient_key_id, out=out,
                           progress=_progress("Encrypting"))
     out(f"Encrypted bundle written to {outbundle}")
@@ -298,6 +302,8 @@ def _parse(argv: Sequence[str], prog: str) -> tuple[Command, argparse.Namespace]
         err(str(e))
         return 1
     if not first.positionals:
+        if first.values.get("debug"):
+            _setup_logging(True)
         if first.values.get("version"):
             out(version_text(prog))
             return 0
@@ -328,16 +334,31 @@ def _parse(argv: Sequence[str], prog: str) -> tuple[Command, argparse.Namespace]
     return command, argparse.Namespace(**values, args=rest, command=name, prog=prog)
 
 
+class GLibFormatter(logging.Formatter):
+    """Diagnostics as GLib's default log handler prints RAUC's (log domain "rauc"):
+    ``rauc-Message: 16:01:26.307: text``, ``(rauc:PID): rauc-WARNING **: ...``, ``rauc-DEBUG: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"(rauc:{os.getpid()}): rauc-WARNING **: {stamp}: {text}"
+        if record.levelno >= logging.INFO:
+            return f"rauc-Message: {stamp}: {text}"
+        return f"rauc-DEBUG: {stamp}: {text}"
+
+
 def _setup_logging(debug: bool) -> None:
-    """Diagnostics go to stderr, one plain line each; -d adds the debug ones."""
+    """Diagnostics go to stderr in GLib's format; -d adds the debug ones."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(GLibFormatter())
     root = logging.getLogger("pyrauc")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     root.propagate = False
     if debug:
         os.environ.setdefault("PYRAUC_DEBUG", "1")
+        log.info("Debug log domains: 'rauc'")
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

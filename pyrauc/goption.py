@@ -4,7 +4,8 @@ RAUC parses its command line twice with GLib's GOption: first the application (g
 only, ignoring unknown options, to find the command (the first argument that is not an option or
 an option's value); then the command's option group together with the global options. So global
 and command options may stand anywhere, before or after the command and between its arguments,
-as ``--opt=value`` or ``--opt value``; ``--`` ends option parsing. Parse errors use GLib's text
+as ``--opt=value`` or ``--opt value``; ``--`` ends option parsing (and stays an argument when an
+option-like argument follows it, as in GLib). Parse errors use GLib's text
 ("Unknown option --x", "Missing argument for --x"). Help text is laid out exactly as
 ``g_option_context_get_help`` does it (``Usage:`` first, one column for all descriptions).
 
@@ -106,6 +107,9 @@ def parse(argv: Sequence[str], groups: Sequence[Group], *, ignore_unknown: bool 
         arg = args[i]
         i += 1
         if arg == "--":
+            # GLib drops the separator, unless an argument after it looks like an option
+            if any(a.startswith("-") for a in args[i:]):
+                result.positionals.append(arg)
             result.positionals.extend(args[i:])
             break
         if arg.startswith("--"):
@@ -136,22 +140,17 @@ def parse(argv: Sequence[str], groups: Sequence[Group], *, ignore_unknown: bool 
 
 def _parse_shorts(arg: str, args: list[str], i: int, shorts: dict[str, Option], result: Parsed,
                   ignore_unknown: bool) -> int:
-    """A cluster of short options ("-d", "-c FILE", "-dh"); returns the next index."""
-    letters = arg[1:]
-    if len(letters) > 1 and letters[0] in shorts and shorts[letters[0]].takes_arg:
-        # GLib takes "-cfoo" as the cluster c,f,o,o: c's value comes from the next argument and
-        # the rest is an unknown option
-        if ignore_unknown:
-            result.unknown.append(arg)
-            return i
-        raise OptionError(f"Unknown option -{letters[1:]}")
-    for letter in letters:
+    """A cluster of short options ("-d", "-c FILE", "-dh"); returns the next index.
+
+    As in GLib, every letter that takes a value takes the next argument ("-cfoo x": c=x), and
+    the letters it does not know are reported together ("Unknown option -foo").
+    """
+    unknown = ""
+    for letter in arg[1:]:
         opt = shorts.get(letter)
         if opt is None:
-            if ignore_unknown:
-                result.unknown.append(arg)
-                return i
-            raise OptionError(f"Unknown option -{letter}")
+            unknown += letter
+            continue
         if opt.takes_arg:
             if i >= len(args):
                 raise OptionError(f"Missing argument for -{letter}")
@@ -159,6 +158,10 @@ def _parse_shorts(arg: str, args: list[str], i: int, shorts: dict[str, Option], 
             i += 1
         else:
             _store(result.values, opt, None)
+    if unknown:
+        if not ignore_unknown:
+            raise OptionError(f"Unknown option -{unknown}")
+        result.unknown.append(arg)
     return i
 
 

@@ -60,12 +60,19 @@ def load_cert(spec: str) -> x509.Certificate:
 def load_certs(path: str) -> list[x509.Certificate]:
     """Load every certificate of a (concatenated) PEM file; other PEM blocks are ignored."""
     data = _read(path, "cert")
-    if b"-----BEGIN CERTIFICATE-----" not in data:
+    begins = data.count(b"-----BEGIN CERTIFICATE-----")
+    if not begins:
         raise KeyLoadError(f"failed to parse cert file '{path}': Expecting: CERTIFICATE")
+    if data.count(b"-----END CERTIFICATE-----") < begins:
+        # a truncated last certificate: OpenSSL's PEM reader fails, cryptography would skip it
+        raise KeyLoadError(f"failed to parse cert file '{path}': bad end line")
     try:
-        return x509.load_pem_x509_certificates(data)
+        certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise KeyLoadError(f"failed to parse cert file '{path}': {_reason(exc)}") from exc
+    if len(certs) != begins:
+        raise KeyLoadError(f"failed to parse cert file '{path}': bad base64 decode")
+    return certs
 
 
 def load_private_key(spec: str) -> PrivateKey:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -122,10 +123,12 @@ def rauc_crypt_bundle(rauc_bin: str, directory: Path, images: dict[str, bytes], 
     return CryptBundle(out, payload, sigdata, images, keyring)
 
 
+GLIB_LOG = re.compile(r"^(?:rauc-(?:Message|DEBUG|INFO): |\(rauc:\d+\): rauc-(?:WARNING|CRITICAL) \*\*: )")
+
+
 def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    """The stderr lines that are not diagnostics (RAUC prints 'Reading bundle' etc. too)."""
-    skip = ("Reading bundle", "Verifying bundle signature", "Verified ", "Decrypting signature")
-    return [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(skip)]
+    """The stderr lines that are not diagnostics (GLib log lines like "rauc-Message: ...: Reading bundle")."""
+    return [line for line in proc.stderr.splitlines() if line.strip() and not GLIB_LOG.match(line)]
 
 
 def files_equal(a: Path, b: Path) -> bool:

@@ -96,7 +96,8 @@ def test_key_file_as_recipient(tmp_path: Path, setup: Setup) -> None:
     """rauc 1.8 writes a bundle "Encrypted for 0 recipient" here (and for an empty file); pyrauc refuses."""
     res = pyrauc("encrypt", "--to", setup.rsa.key_path, "--keyring", setup.keyring, setup.crypt,
                  tmp_path / "out.raucb")
-    assert_one_error(res, f"failed to parse cert file '{setup.rsa.key_path}': Expecting: CERTIFICATE")
+    assert_one_error(res, "Failed to create bundle: Failed to encrypt bundle: "
+                          f"Failed to parse cert file '{setup.rsa.key_path}': Expecting: CERTIFICATE")
     assert_nothing_left(tmp_path, "out.raucb")
 
 
@@ -104,14 +105,15 @@ def test_empty_recipient_file(tmp_path: Path, setup: Setup) -> None:
     empty = tmp_path / "empty.pem"
     empty.write_text("")
     res = pyrauc("encrypt", "--to", empty, "--keyring", setup.keyring, setup.crypt, tmp_path / "out.raucb")
-    assert_one_error(res, f"failed to parse cert file '{empty}': Expecting: CERTIFICATE")
+    assert_one_error(res, f"Failed to create bundle: Failed to encrypt bundle: Failed to parse cert file '{empty}': "
+                          "Expecting: CERTIFICATE")
     assert_nothing_left(tmp_path, "out.raucb")
 
 
 def test_missing_recipient_file(tmp_path: Path, setup: Setup) -> None:
     missing = tmp_path / "nope.pem"
     res = pyrauc("encrypt", "--to", missing, "--keyring", setup.keyring, setup.crypt, tmp_path / "out.raucb")
-    assert_one_error(res, f"failed to load cert file '{missing}'")
+    assert_one_error(res, f"Failed to create bundle: Failed to encrypt bundle: Failed to load cert file '{missing}'")
     assert_nothing_left(tmp_path, "out.raucb")
 
 
