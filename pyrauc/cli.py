@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from pyrauc import RAUC_COMPAT_VERSION, __version__, bundle, cli_install, cli_target, goption, keys
+from pyrauc import RAUC_COMPAT_VERSION, __version__, bundle, cli_install, cli_target, config, goption, keys
 from pyrauc.access import BundleAccess, keyring_with_path
 from pyrauc.cli_common import (
     DECRYPT_KEY,
@@ -376,6 +376,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
     try:
+        for spec in args.confopt:   # checked for every command, before it does anything
+            try:
+                config.parse_override(spec)
+            except RaucError as e:
+                raise e.prefixed("Failed to initialize context: ") from e
         return int(command.run(args))
     except RaucError as e:
         err(str(e))
