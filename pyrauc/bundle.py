@@ -241,6 +241,28 @@ def _load_signer(cert: str, key: str) -> tuple[x509.Certificate, Any]:
     return keys.load_cert(cert), keys.load_private_key(key)
 
 
+def _sign(manifest_data: bytes | None, signer: tuple[x509.Certificate, keys.PrivateKey],
+          intermediates: Sequence[x509.Certificate], keyring: Keyring | None, detached_path: Path | None = None,
+          detached_size: int | None = None) -> bytes:
+    """RAUC's signing step: the CMS (inline over the manifest, or detached over the payload),
+    then, with a keyring, the check of that new signature; errors are "failed to sign ...: "."""
+    what = "bundle" if manifest_data is None else "manifest"
+    cert, key = signer
+    try:
+        cms = signature.cms_sign(manifest_data, cert=cert, key=key, intermediates=intermediates,
+                                 detached_path=detached_path, detached_size=detached_size)
+        if keyring is None:
+            logger.info("No keyring given, skipping signature verification")
+            return cms
+        logger.info("Keyring given, doing signature verification")
+        verified = signature.cms_verify(cms, keyring, detached_path=detached_path, detached_size=detached_size)
+    except RaucError as e:
+        raise e.prefixed(f"failed to sign {what}: ") from e
+    logger.info("Verified %s signature by '%s'", "detached" if manifest_data is None else "inline",
+                signature.format_name(verified.signer.subject))
+    return cms
+
+
 def create_bundle(
     contentdir: Path | str,
     bundle: Path | str,
@@ -294,11 +316,7 @@ def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermed
                     raise BundleError(f"Bundle payload size {data_size} exceeds maximum for bundles using "
                                       "plain format (2 GiB)")
                 manifest.check_internal()
-                try:
-                    cms = signature.cms_sign(None, cert=signer_cert, key=signer_key, intermediates=inter_certs,
-                                             detached_path=tmp, detached_size=data_size)
-                except RaucError as e:
-                    raise e.prefixed("failed to sign bundle: ") from e
+                cms = _sign(None, (signer_cert, signer_key), inter_certs, signing_keyring, tmp, data_size)
             else:
                 if data_size % verity.BLOCK_SIZE:
                     raise BundleError(f"squashfs size ({data_size}) is not a multiple of 4096 bytes")
@@ -319,17 +337,8 @@ def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermed
                     checked.check_external()
                 except ManifestError as e:
                     raise e.prefixed("cannot sign inconsistent manifest: ") from e
-                try:
-                    cms = signature.cms_sign(manifest_data, cert=signer_cert, key=signer_key,
-                                             intermediates=inter_certs)
-                except RaucError as e:
-                    raise e.prefixed("failed to sign manifest: ") from e
+                cms = _sign(manifest_data, (signer_cert, signer_key), inter_certs, signing_keyring)
             _append_signature(tmp, cms)
-            if signing_keyring is not None:
-                logger.info("Keyring given, doing signature verification")
-                open_bundle(tmp, keyring=signing_keyring)
-            else:
-                logger.info("No keyring given, skipping signature verification")
     finally:
         if workdir.exists():
             shutil.rmtree(workdir, ignore_errors=True)
@@ -557,17 +566,14 @@ def resign_bundle(
                 cms = signature.cms_add_signer(inbundle.sigdata, cert=signer_cert, key=signer_key,
                                                intermediates=inter_certs)
             elif inbundle.detached:
-                cms = signature.cms_sign(None, cert=signer_cert, key=signer_key, intermediates=inter_certs,
-                                         detached_path=tmp, detached_size=inbundle.size)
+                cms = _sign(None, (signer_cert, signer_key), inter_certs, signing_keyring, tmp, inbundle.size)
             else:
                 content = signature.cms_content(inbundle.sigdata)
                 assert content is not None
-                cms = signature.cms_sign(content, cert=signer_cert, key=signer_key, intermediates=inter_certs)
+                cms = _sign(content, (signer_cert, signer_key), inter_certs, signing_keyring)
             if inbundle.encrypted:
                 cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, cms)
             _append_signature(tmp, cms)
-            if signing_keyring is not None and not inbundle.encrypted and not append:
-                open_bundle(tmp, keyring=signing_keyring, verify=True)
     except RaucError as e:
         raise e.prefixed("Failed to resign bundle: ") from e
 

@@ -54,7 +54,8 @@ def test_bundle_refused_by_keyring_leaves_nothing(tmp_path: Path, pki: Pki, sign
     content = write_content(tmp_path / "c")
     out = tmp_path / "bad.raucb"
     err = one_error(pyrauc(*bundle_cmd(content, out, getattr(pki, signer), "--keyring", pki.keyring)))
-    assert err == f"Failed to create bundle: signature verification failed: Verify error: {reason}"
+    assert err == ("Failed to create bundle: failed to sign manifest: signature verification failed: "
+                   f"Verify error: {reason}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
     assert sorted(p.name for p in content.iterdir()) == ["appfs.img", "manifest.raucm", "rootfs.img"]
 
