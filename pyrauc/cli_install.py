@@ -39,7 +39,7 @@ def _load_config(args: argparse.Namespace) -> Any:
 
 def cmd_install(args: argparse.Namespace) -> int:
     """``install <BUNDLE>``."""
-    from pyrauc.install import run_cli_install
+    from pyrauc.install import InstallArgs, run_cli_install
     bundle = args.bundle
     try:
         config = _load_config(args)
@@ -57,12 +57,12 @@ def cmd_install(args: argparse.Namespace) -> int:
             _err("file URI with hostname detected. Did you forget to add a leading / ?")
             return 1
         bundle = bundle[len("file://"):]
-    return run_cli_install(
-        bundle, config=config, emit=_out, err=_err,
+    install_args = InstallArgs(
         ignore_compatible=args.ignore_compatible, ignore_version_limit=args.ignore_version_limit,
         override_boot_slot=args.override_boot_slot, transaction_id=args.transaction_id,
         require_manifest_hash=args.require_manifest_hash, handler_args=args.handler_args,
-        keyring_path=args.keyring, mountprefix=getattr(args, "mount", None), log=_debug_log(args))
+        keyring_path=args.keyring, mountprefix=getattr(args, "mount", None))
+    return run_cli_install(bundle, install_args, config=config, emit=_out, err=_err, log=_debug_log(args))
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
