@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from asn1crypto import cms as acms
 from asn1crypto import core as acore
@@ -126,9 +126,16 @@ _VERSION = {0: _int(0), 2: _int(2), 3: _int(3)}
 
 # --- encryption --------------------------------------------------------------------------------
 
-# A recipient prepared for the workers: (kind, key data, rid DER) with kind "rsa" (key data = DER
-# SubjectPublicKeyInfo) or "ec:<curve name>" (key data = uncompressed point).
-_Prepared = tuple[str, bytes, bytes]
+class _Recipient(NamedTuple):
+    """A recipient certificate reduced to what the (process pool) workers need; picklable."""
+
+    kind: str       # "rsa" or "ec:<curve name>"
+    key: bytes      # rsa: DER SubjectPublicKeyInfo; ec: the uncompressed point
+    rid: bytes      # DER RecipientIdentifier (issuerAndSerialNumber, or subjectKeyIdentifier)
+
+    @property
+    def by_issuer_and_serial(self) -> bool:
+        return self.rid[0] == _SEQ
 
 _POOL_THRESHOLD = 1500      # below this a process pool costs more than it saves
 _CHUNK = 250
@@ -156,34 +163,34 @@ def _issuer_and_serial(cert: x509.Certificate) -> bytes:
     return _tlv(_SEQ, tbs["issuer"].dump() + tbs["serial_number"].dump())
 
 
-def _prepare(cert: x509.Certificate, use_ski: bool) -> _Prepared:
+def _prepare(cert: x509.Certificate, use_ski: bool) -> _Recipient:
     pub = cert.public_key()
     if isinstance(pub, rsa.RSAPublicKey):
         rid = _tlv(0x80, _cert_ski(cert)) if use_ski else _issuer_and_serial(cert)
         spki = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return ("rsa", spki, rid)
+        return _Recipient("rsa", spki, rid)
     if isinstance(pub, ec.EllipticCurvePublicKey):
         if pub.curve.name not in _CURVES:
             raise EnvelopeError(f"Failed to encrypt: unsupported curve {pub.curve.name} of "
                                 f"'{_cert_subject(cert)}'")
         rid = _tlv(0xA0, _tlv(_OCTET, _cert_ski(cert))) if use_ski else _issuer_and_serial(cert)
         point = pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-        return (f"ec:{pub.curve.name}", point, rid)
+        return _Recipient(f"ec:{pub.curve.name}", point, rid)
     raise EnvelopeError(f"Failed to encrypt: unsupported key type for recipient '{_cert_subject(cert)}' "
                         "(RSA or EC needed)")
 
 
-def _recipient_info(prep: _Prepared, cek: bytes) -> bytes:
+def _recipient_info(recipient: _Recipient, cek: bytes) -> bytes:
     """DER RecipientInfo (ktri or kari) that gives ``cek`` to one prepared recipient."""
-    kind, keydata, rid = prep
-    if kind == "rsa":
-        pub = serialization.load_der_public_key(keydata)
+    rid = recipient.rid
+    if recipient.kind == "rsa":
+        pub = serialization.load_der_public_key(recipient.key)
         assert isinstance(pub, rsa.RSAPublicKey)
         encrypted = pub.encrypt(cek, PKCS1v15())
-        version = _VERSION[0] if rid[0] == _SEQ else _VERSION[2]
+        version = _VERSION[0] if recipient.by_issuer_and_serial else _VERSION[2]
         return _tlv(_SEQ, version + rid + _ALG_RSA + _tlv(_OCTET, encrypted))
-    curve = _CURVES[kind[3:]]()
-    peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, keydata)
+    curve = _CURVES[recipient.kind[3:]]()
+    peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, recipient.key)
     ephemeral = ec.generate_private_key(curve)
     shared = ephemeral.exchange(ec.ECDH(), peer)
     kek = X963KDF(hashes.SHA1(), 32, _SHARED_INFO_AES256).derive(shared)
@@ -201,11 +208,11 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _recipient_chunk(preps: list[_Prepared], cek: bytes) -> list[bytes]:
-    return [_recipient_info(p, cek) for p in preps]
+def _recipient_chunk(recipients: list[_Recipient], cek: bytes) -> list[bytes]:
+    return [_recipient_info(r, cek) for r in recipients]
 
 
-def _chunks(items: Sequence[_Prepared], size: int) -> Iterable[list[_Prepared]]:
+def _chunks(items: Sequence[_Recipient], size: int) -> Iterable[list[_Recipient]]:
     for i in range(0, len(items), size):
         yield list(items[i:i + size])
 
@@ -241,7 +248,7 @@ def encrypt(content: bytes, recipients: Sequence[x509.Certificate], *, use_ski: 
         infos.extend(_recipient_chunk(chunk, cek))
         if progress:
             progress(len(infos), total)
-    all_v0_ktri = all(p[0] == "rsa" and p[2][0] == _SEQ for p in preps)
+    all_v0_ktri = all(p.kind == "rsa" and p.by_issuer_and_serial for p in preps)
     version = _VERSION[0] if all_v0_ktri else _VERSION[2]
     eci = _encrypted_content_info(content, cek, iv, OID_AES256_CBC)
     enveloped = _tlv(_SEQ, version + _tlv(_SET, b"".join(sorted(infos))) + eci)
