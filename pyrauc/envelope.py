@@ -1,7 +1,7 @@
 """CMS EnvelopedData: encrypt a bundle's SignedData for many recipients, and decrypt it again.
 
 The output is what OpenSSL's ``CMS_encrypt(certs, content, EVP_aes_256_cbc(), CMS_BINARY)`` builds
-(RAUC's ``rauc encrypt``, see "Bundle Encryption" in RAUC's documentation), so RAUC and
+(``rauc encrypt``: RAUC's src/signature.c, "Bundle Encryption" in RAUC's documentation), so RAUC and
 ``openssl cms -decrypt`` read it:
 
 * ContentInfo(envelopedData), EnvelopedData version 0 when every recipient is a version-0

@@ -69,7 +69,6 @@ class Keyring:
     no_check_time: bool = False
 
 
-
 class _VerifyFail(Exception):
     """Internal: a certificate verification error (OpenSSL reason text)."""
 
