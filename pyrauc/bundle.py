@@ -4,7 +4,7 @@ A bundle is ``payload || CMS (DER) || uint64 big-endian CMS size``. The payload 
 (plain), a squashfs followed by its dm-verity hash tree (verity), or an AES-256-CBC encrypted
 squashfs followed by the hash tree over the ciphertext (crypt). The CMS is SignedData (detached
 for plain, with the manifest inside for verity/crypt), or, for encrypted crypt bundles,
-EnvelopedData around that SignedData. See ``shared/reference/rauc.md`` section 1.
+EnvelopedData around that SignedData (RAUC's src/bundle.c; the layout is in docs/design.md).
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def _fill_image_digests(manifest: Manifest, contentdir: Path, workdir: Path) -> 
         raise BundleError(f"hook file '{manifest.hook_name}' does not exist in bundle content dir ({contentdir})")
 
 
-def _load_signer(cert: str, key: str) -> tuple[x509.Certificate, Any]:
+def _load_signer(cert: str, key: str) -> tuple[x509.Certificate, keys.PrivateKey]:
     return keys.load_cert(cert), keys.load_private_key(key)
 
 

@@ -86,7 +86,7 @@ def progress_printer(stream: TextIO, bar: bool) -> Callable[[str], None]:
 
 def cmd_install(args: argparse.Namespace) -> int:
     """``install <BUNDLE>`` in this process (pyrauc has no D-Bus service yet)."""
-    from pyrauc.install import run_cli_install
+    from pyrauc.install import InstallArgs, run_cli_install
 
     config = system_config(args)
     (source,) = positionals(args, "A bundle filename name must be provided")
@@ -98,13 +98,13 @@ def cmd_install(args: argparse.Namespace) -> int:
     if not os.path.exists(path):
         raise RaucError(f"No such file: {path}")
     emit = progress_printer(sys.stdout, bool(args.progress) and sys.stdout.isatty())
-    return run_cli_install(
-        path, config=config, emit=emit, err=err,
+    install_args = InstallArgs(
         ignore_compatible=args.ignore_compatible, ignore_version_limit=args.ignore_version_limit,
         override_boot_slot=args.override_boot_slot, transaction_id=args.transaction_id,
         require_manifest_hash=args.require_manifest_hash, handler_args=args.handler_args,
-        keyring_path=args.keyring, mountprefix=args.mount,
-        log=err if args.debug else (lambda msg: None))
+        keyring_path=args.keyring, mountprefix=args.mount)
+    return run_cli_install(path, install_args, config=config, emit=emit, err=err,
+                           log=err if args.debug else (lambda msg: None))
 
 
 def cmd_mount(args: argparse.Namespace) -> int:

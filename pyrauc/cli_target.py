@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyrauc import mark
 from pyrauc.cli_common import Command, positionals, system_config
 from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context
 from pyrauc.errors import RaucError
 from pyrauc.goption import Option
-from pyrauc.slots import Slot, build_slots, resolve_identifier
-from pyrauc.status import SlotStatus, load_slot_status, record_activated
+from pyrauc.slots import Slot, build_slots
+from pyrauc.status import SlotStatus, load_slot_status
 
 MARKS = ("mark-good", "mark-bad", "mark-active")
 FORMATS = ("readable", "shell", "json", "json-pretty")
@@ -206,30 +207,6 @@ def status_dict(s: _Status) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # commands
 
-def mark(ctx: Context, action: str, identifier: str) -> str:
-    """Perform mark-good/-bad/-active; returns RAUC's message (RaucError on failure)."""
-    slot = resolve_identifier(ctx.slots, ctx.booted, identifier)
-    if slot.bootname is None and slot.parent is not None:
-        slot = slot.root
-    if action == "mark-active":
-        try:
-            ctx.backend.set_primary(slot)
-        except RaucError as e:
-            raise RaucError(f"failed to activate slot {slot.name}: {e}") from e
-        try:
-            record_activated(ctx.config, slot)
-        except (RaucError, OSError) as e:
-            _err(f"Failed to update status of slot {slot.name}: {e}")
-        return f"activated slot {slot.name}"
-    good = action == "mark-good"
-    word = "good" if good else "bad"
-    try:
-        ctx.backend.set_state(slot, good)
-    except RaucError as e:
-        raise RaucError(f"failed to mark slot {slot.name} as {word}: {e}") from e
-    return f"marked slot {slot.name} as {word}"
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     positional: list[str] = list(args.args or [])
     if len(positional) > 2:
@@ -246,7 +223,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     ctx = _context(args, config)
     if positional:
         try:
-            message = mark(ctx, positional[0], positional[1] if len(positional) > 1 else "booted")
+            message = mark.mark_run(ctx, positional[0], positional[1] if len(positional) > 1 else "booted")
         except RaucError as e:
             _err(f"rauc mark: {e}")
             return 1

@@ -1,6 +1,6 @@
 """The runtime context: configuration, slots, bootloader backend, booted slot and system info.
 
-Booted slot detection follows RAUC's ``get_bootname`` (rauc.md "Booted slot detection"):
+Booted slot detection follows RAUC's ``get_bootname`` (src/context.c):
 ``--override-boot-slot``; kernel command line ``rauc.external`` / ``root=/dev/nfs`` (external),
 ``rauc.slot=`` or ``bootchooser.active=``; the backend's current bootname (efi: BootCurrent,
 custom: get-current); ``root=`` / ``systemd.verity_root_data=`` with ``PARTLABEL=``,
@@ -18,11 +18,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyrauc import mount
 from pyrauc.bootloaders import Bootloader, create_backend
 from pyrauc.config import SystemConfig
 from pyrauc.errors import RaucError
 from pyrauc.slots import EXTERNAL, Slot, build_slots, determine_slot_states, find_by_device
-from pyrauc.status import find_mount_point
 
 log = logging.getLogger(__name__)
 
@@ -135,22 +135,9 @@ def determine_variant(config: SystemConfig, dt_compatible: str = "/proc/device-t
     return None
 
 
-def _root_source(mountinfo: str) -> str | None:
-    try:
-        for line in Path(mountinfo).read_text().splitlines():
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            if len(fields) >= 5 and fields[4] == "/":
-                parts = right.split()
-                return parts[1] if len(parts) > 1 else None
-    except OSError:
-        pass
-    return None
-
-
 def create_context(config: SystemConfig, *, override_boot_slot: str | None = None,
                    mountprefix: str | None = None, cmdline_path: str | os.PathLike[str] = "/proc/cmdline",
-                   disk_root: str | os.PathLike[str] = "/dev/disk", mountinfo: str = "/proc/self/mountinfo",
+                   disk_root: str | os.PathLike[str] = "/dev/disk", mountinfo: str = mount.MOUNTINFO,
                    backend: Bootloader | None = None, require_booted: bool = True) -> Context:
     """Build the context; ContextError("Did not find booted slot ...") unless require_booted=False."""
     slots = build_slots(config)
@@ -175,8 +162,8 @@ def create_context(config: SystemConfig, *, override_boot_slot: str | None = Non
         if "RAUC_SYSTEM_VARIANT" in info:
             variant = info["RAUC_SYSTEM_VARIANT"]
     for slot in slots.values():
-        slot.mount_point = find_mount_point(slot.device, mountinfo)
-    if _root_source(mountinfo) == "/dev/root":
+        slot.mount_point = mount.find_mount_point(slot.device, mountinfo)
+    if mount.mounted_source("/", mountinfo) == "/dev/root":
         # the kernel mounted root= itself: mountinfo only shows /dev/root
         root = _cmdline_value(read_cmdline(cmdline_path), "root")
         rootslot = find_by_device(slots, resolve_root(root, disk_root)) if root else None

@@ -1,4 +1,4 @@
-"""Device-mapper targets for mounting verity and crypt bundles (rauc.md 1.3, 1.4).
+"""Device-mapper targets for mounting verity and crypt bundles (RAUC's src/dm.c).
 
 ``verity``: the payload's loop device carries the squashfs (or the ciphertext) followed by the
 hash tree; the dm-verity table is
@@ -9,7 +9,8 @@ hash tree; the dm-verity table is
 Devices are created with ``dmsetup create <name> --readonly`` and the table on STDIN, so the AES key
 never appears in any argv, environment or log message (:func:`create_argv` is what runs).
 Names are RAUC's (``rauc-verity-bundle`` / ``rauc-crypt-bundle``) plus a unique suffix so several
-bundles can be mounted at once. The context managers always remove their device, also on errors.
+bundles can be mounted at once. :func:`verity_device` and :func:`crypt_device` return the created
+device as a :class:`~pyrauc.cleanup.Resource` that always removes it, also on errors.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from pyrauc.cleanup import Resource
 from pyrauc.errors import InstallError
 
 SECTOR_SIZE = 512
@@ -161,37 +161,19 @@ def check_verity(name: str) -> None:
         raise DmError("bundle payload is corrupted (dm-verity detected a mismatch)")
 
 
-def _remove_quietly(name: str) -> None:
-    """Remove on an error path: a second failure must not hide the first one."""
-    try:
-        remove(name)
-    except DmError as exc:
-        log.warning("%s", exc)
-
-
-@contextmanager
-def _device(name: str, table: str) -> Iterator[tuple[str, str]]:
-    """Create NAME from TABLE; yield ``(name, node)``; remove it afterwards, also on errors."""
+def _device(name: str, table: str) -> Resource[tuple[str, str]]:
+    """Create NAME from TABLE now; a context manager yielding ``(name, node)`` that always removes it."""
     node = create(name, table)
-    try:
-        yield name, node
-    except BaseException:
-        _remove_quietly(name)
-        raise
-    remove(name)
+    return Resource((name, node), lambda: remove(name), error=DmError, logger=log)
 
 
-@contextmanager
 def verity_device(dev: str, data_size: int, root_hash: str, salt: str, *,
-                  name: str | None = None) -> Iterator[tuple[str, str]]:
-    """Context manager: a dm-verity device over ``dev``; yields ``(name, node)``; always removed."""
-    with _device(name or unique_name(VERITY_NAME), verity_table(dev, data_size, root_hash, salt)) as created:
-        yield created
+                  name: str | None = None) -> Resource[tuple[str, str]]:
+    """A dm-verity device over ``dev``, created now; yields ``(name, node)``; always removed."""
+    return _device(name or unique_name(VERITY_NAME), verity_table(dev, data_size, root_hash, salt))
 
 
-@contextmanager
 def crypt_device(dev: str, data_size: int, key: bytes, *,
-                 name: str | None = None) -> Iterator[tuple[str, str]]:
-    """Context manager: a dm-crypt device over ``dev``; yields ``(name, node)``; always removed."""
-    with _device(name or unique_name(CRYPT_NAME), crypt_table(dev, data_size, key)) as created:
-        yield created
+                 name: str | None = None) -> Resource[tuple[str, str]]:
+    """A dm-crypt device over ``dev``, created now; yields ``(name, node)``; always removed."""
+    return _device(name or unique_name(CRYPT_NAME), crypt_table(dev, data_size, key))

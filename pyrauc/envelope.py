@@ -1,7 +1,8 @@
 """CMS EnvelopedData: encrypt a bundle's SignedData for many recipients, and decrypt it again.
 
 The output is what OpenSSL's ``CMS_encrypt(certs, content, EVP_aes_256_cbc(), CMS_BINARY)`` builds
-(rauc.md section 4), so RAUC and ``openssl cms -decrypt`` read it:
+(``rauc encrypt``: RAUC's src/signature.c, "Bundle Encryption" in RAUC's documentation), so RAUC and
+``openssl cms -decrypt`` read it:
 
 * ContentInfo(envelopedData), EnvelopedData version 0 when every recipient is a version-0
   KeyTransRecipientInfo, else 2 (RFC 5652 6.1, as OpenSSL sets it); no originatorInfo.
@@ -28,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from asn1crypto import cms as acms
 from asn1crypto import core as acore
@@ -42,12 +43,13 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from pyrauc.certformat import content_type_name, format_name_der
 from pyrauc.errors import EnvelopeError
-from pyrauc.signature import CONTENT_TYPE_SHORT_NAMES, SHORT_NAMES, escape_name_value
+from pyrauc.keys import PrivateKey
 
 Progress = Callable[[int, int], None]
 
-__all__ = ["cms_content_type_name", "decrypt", "encrypt", "format_recipients", "reencrypt"]
+__all__ = ["decrypt", "encrypt", "format_recipients", "reencrypt"]
 
 # --- OIDs --------------------------------------------------------------------------------------
 
@@ -58,8 +60,6 @@ OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 OID_STDDH_SHA1KDF = "1.3.133.16.840.63.0.2"
 OID_AES256_WRAP = "2.16.840.1.101.3.4.1.45"
 OID_AES256_CBC = "2.16.840.1.101.3.4.1.42"
-
-# OpenSSL short names of CMS content types (for "Expected CMS of type ... but got ...").
 
 # Key-agreement schemes we can decrypt: OID -> KDF hash (cofactor variants equal for prime curves).
 _KARI_KDF_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
@@ -126,9 +126,16 @@ _VERSION = {0: _int(0), 2: _int(2), 3: _int(3)}
 
 # --- encryption --------------------------------------------------------------------------------
 
-# A recipient prepared for the workers: (kind, key data, rid DER) with kind "rsa" (key data = DER
-# SubjectPublicKeyInfo) or "ec:<curve name>" (key data = uncompressed point).
-_Prepared = tuple[str, bytes, bytes]
+class _Recipient(NamedTuple):
+    """A recipient certificate reduced to what the (process pool) workers need; picklable."""
+
+    kind: str       # "rsa" or "ec:<curve name>"
+    key: bytes      # rsa: DER SubjectPublicKeyInfo; ec: the uncompressed point
+    rid: bytes      # DER RecipientIdentifier (issuerAndSerialNumber, or subjectKeyIdentifier)
+
+    @property
+    def by_issuer_and_serial(self) -> bool:
+        return self.rid[0] == _SEQ
 
 _POOL_THRESHOLD = 1500      # below this a process pool costs more than it saves
 _CHUNK = 250
@@ -145,7 +152,7 @@ def _cert_ski(cert: x509.Certificate) -> bytes:
 
 def _cert_subject(cert: x509.Certificate) -> str:
     try:
-        return _format_name(ax509.Name.load(cert.subject.public_bytes()))
+        return format_name_der(cert.subject.public_bytes())
     except Exception:   # pragma: no cover - only for the error text
         return cert.subject.rfc4514_string()
 
@@ -156,34 +163,34 @@ def _issuer_and_serial(cert: x509.Certificate) -> bytes:
     return _tlv(_SEQ, tbs["issuer"].dump() + tbs["serial_number"].dump())
 
 
-def _prepare(cert: x509.Certificate, use_ski: bool) -> _Prepared:
+def _prepare(cert: x509.Certificate, use_ski: bool) -> _Recipient:
     pub = cert.public_key()
     if isinstance(pub, rsa.RSAPublicKey):
         rid = _tlv(0x80, _cert_ski(cert)) if use_ski else _issuer_and_serial(cert)
         spki = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return ("rsa", spki, rid)
+        return _Recipient("rsa", spki, rid)
     if isinstance(pub, ec.EllipticCurvePublicKey):
         if pub.curve.name not in _CURVES:
             raise EnvelopeError(f"Failed to encrypt: unsupported curve {pub.curve.name} of "
                                 f"'{_cert_subject(cert)}'")
         rid = _tlv(0xA0, _tlv(_OCTET, _cert_ski(cert))) if use_ski else _issuer_and_serial(cert)
         point = pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-        return (f"ec:{pub.curve.name}", point, rid)
+        return _Recipient(f"ec:{pub.curve.name}", point, rid)
     raise EnvelopeError(f"Failed to encrypt: unsupported key type for recipient '{_cert_subject(cert)}' "
                         "(RSA or EC needed)")
 
 
-def _recipient_info(prep: _Prepared, cek: bytes) -> bytes:
+def _recipient_info(recipient: _Recipient, cek: bytes) -> bytes:
     """DER RecipientInfo (ktri or kari) that gives ``cek`` to one prepared recipient."""
-    kind, keydata, rid = prep
-    if kind == "rsa":
-        pub = serialization.load_der_public_key(keydata)
+    rid = recipient.rid
+    if recipient.kind == "rsa":
+        pub = serialization.load_der_public_key(recipient.key)
         assert isinstance(pub, rsa.RSAPublicKey)
         encrypted = pub.encrypt(cek, PKCS1v15())
-        version = _VERSION[0] if rid[0] == _SEQ else _VERSION[2]
+        version = _VERSION[0] if recipient.by_issuer_and_serial else _VERSION[2]
         return _tlv(_SEQ, version + rid + _ALG_RSA + _tlv(_OCTET, encrypted))
-    curve = _CURVES[kind[3:]]()
-    peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, keydata)
+    curve = _CURVES[recipient.kind[3:]]()
+    peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, recipient.key)
     ephemeral = ec.generate_private_key(curve)
     shared = ephemeral.exchange(ec.ECDH(), peer)
     kek = X963KDF(hashes.SHA1(), 32, _SHARED_INFO_AES256).derive(shared)
@@ -201,11 +208,11 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _recipient_chunk(preps: list[_Prepared], cek: bytes) -> list[bytes]:
-    return [_recipient_info(p, cek) for p in preps]
+def _recipient_chunk(recipients: list[_Recipient], cek: bytes) -> list[bytes]:
+    return [_recipient_info(r, cek) for r in recipients]
 
 
-def _chunks(items: Sequence[_Prepared], size: int) -> Iterable[list[_Prepared]]:
+def _chunks(items: Sequence[_Recipient], size: int) -> Iterable[list[_Recipient]]:
     for i in range(0, len(items), size):
         yield list(items[i:i + size])
 
@@ -241,7 +248,7 @@ def encrypt(content: bytes, recipients: Sequence[x509.Certificate], *, use_ski: 
         infos.extend(_recipient_chunk(chunk, cek))
         if progress:
             progress(len(infos), total)
-    all_v0_ktri = all(p[0] == "rsa" and p[2][0] == _SEQ for p in preps)
+    all_v0_ktri = all(p.kind == "rsa" and p.by_issuer_and_serial for p in preps)
     version = _VERSION[0] if all_v0_ktri else _VERSION[2]
     eci = _encrypted_content_info(content, cek, iv, OID_AES256_CBC)
     enveloped = _tlv(_SEQ, version + _tlv(_SET, b"".join(sorted(infos))) + eci)
@@ -261,11 +268,6 @@ def _encrypted_content_info(content: bytes, cek: bytes, iv: bytes, cipher_oid: s
 # --- decryption --------------------------------------------------------------------------------
 
 
-def cms_content_type_name(dotted: str) -> str:
-    """OpenSSL's short name of a CMS content type OID (the OID itself if unknown)."""
-    return CONTENT_TYPE_SHORT_NAMES.get(dotted, dotted)
-
-
 def _parse_enveloped(der: bytes) -> acms.EnvelopedData:
     try:
         info = acms.ContentInfo.load(der, strict=True)
@@ -274,7 +276,7 @@ def _parse_enveloped(der: bytes) -> acms.EnvelopedData:
         raise EnvelopeError("Failed to parse CMS") from None
     if ctype != OID_ENVELOPED_DATA:
         raise EnvelopeError(f"Expected CMS of type 'pkcs7-envelopedData' but got "
-                            f"'{cms_content_type_name(ctype)}'")
+                            f"'{content_type_name(ctype)}'")
     try:
         enveloped: acms.EnvelopedData = info["content"]
         # parse the top level now, so a malformed structure fails here
@@ -376,7 +378,7 @@ def _candidates(enveloped: acms.EnvelopedData, want_kari: bool,
         raise EnvelopeError("Failed to parse CMS") from None
 
 
-def _unwrap_rsa(key: Any, cand: _Candidate) -> bytes | None:
+def _unwrap_rsa(key: rsa.RSAPrivateKey, cand: _Candidate) -> bytes | None:
     if cand.ri["key_encryption_algorithm"]["algorithm"].dotted != OID_RSA_ENCRYPTION:
         return None
     try:
@@ -385,7 +387,7 @@ def _unwrap_rsa(key: Any, cand: _Candidate) -> bytes | None:
         return None
 
 
-def _unwrap_ec(key: Any, curve: ec.EllipticCurve, cand: _Candidate) -> bytes | None:
+def _unwrap_ec(key: ec.EllipticCurvePrivateKey, curve: ec.EllipticCurve, cand: _Candidate) -> bytes | None:
     kari = cand.ri
     originator = kari["originator"]
     if originator.name != "originator_key":
@@ -443,8 +445,8 @@ def _looks_like_der(data: bytes) -> bool:
         return False
 
 
-def decrypt(der: bytes, key: Any, cert: x509.Certificate | None = None) -> bytes:
-    """Decrypt DER ContentInfo(envelopedData) with ``key`` (cryptography or PKCS#11 key).
+def decrypt(der: bytes, key: PrivateKey, cert: x509.Certificate | None = None) -> bytes:
+    """Decrypt DER ContentInfo(envelopedData) with ``key`` (a file or PKCS#11 token key).
 
     With ``cert`` only the recipient matching its issuer+serial (or subjectKeyIdentifier) is tried.
     Without, recipients whose key identifier equals the key's RFC 5280 SKI come first, then every
@@ -458,10 +460,14 @@ def decrypt(der: bytes, key: Any, cert: x509.Certificate | None = None) -> bytes
         pub = key.public_key()
     except Exception as exc:
         raise _fail(f"cannot get the public key of the decryption key: {exc}") from None
+    # the public half decides how the content-encryption key is unwrapped
+    unwrap: Callable[[_Candidate], bytes | None]
     if isinstance(pub, rsa.RSAPublicKey):
         is_ec = False
+        unwrap = functools.partial(_unwrap_rsa, cast(rsa.RSAPrivateKey, key))
     elif isinstance(pub, ec.EllipticCurvePublicKey):
         is_ec = True
+        unwrap = functools.partial(_unwrap_ec, cast(ec.EllipticCurvePrivateKey, key), pub.curve)
     else:
         raise _fail("unsupported decryption key type")
     if cert is not None:
@@ -482,7 +488,7 @@ def decrypt(der: bytes, key: Any, cert: x509.Certificate | None = None) -> bytes
         raise _fail("no matching recipient found")
     fallback: tuple[bytes, bytes] | None = None
     for cand in cands:
-        cek = _unwrap_ec(key, pub.curve, cand) if is_ec else _unwrap_rsa(key, cand)
+        cek = unwrap(cand)
         if cek is None:
             continue
         plain = _decrypt_content(enveloped, cek)
@@ -538,32 +544,6 @@ def reencrypt(der: bytes, content: bytes, new_content: bytes) -> bytes:
 # --- --dump-recipients -------------------------------------------------------------------------
 
 
-
-def _format_name(name: ax509.Name) -> str:
-    """OpenSSL ``X509_NAME_print_ex(..., XN_FLAG_ONELINE)`` of an asn1crypto Name."""
-    rdns = []
-    for rdn in name.chosen:
-        parts = []
-        for atv in rdn:
-            oid = atv["type"].dotted
-            label = SHORT_NAMES.get(oid, oid)
-            value = atv["value"]
-            native = value.native
-            if isinstance(native, str):
-                text = escape_name_value(native)
-            else:
-                text = "#" + value.dump().hex().upper()
-            parts.append(f"{label} = {text}")
-        rdns.append(" + ".join(parts))
-    return ", ".join(rdns)
-
-
-@functools.lru_cache(maxsize=256)
-def _format_name_der(der: bytes) -> str:
-    """:func:`_format_name` of a DER Name (cached: thousands of recipients share few issuers)."""
-    return _format_name(ax509.Name.load(der))
-
-
 def _format_serial(value: int) -> str:
     """OpenSSL 3 ``i2s_ASN1_INTEGER``: decimal below 128 bits, else "0x" + BN_bn2hex (whole bytes)."""
     magnitude = abs(value)
@@ -576,7 +556,7 @@ def _format_serial(value: int) -> str:
 def _format_rid(index: int, rid: Any, algorithm: str) -> str:
     if rid.name == "issuer_and_serial_number":
         ias = rid.chosen
-        return (f"{index:3d}   Issuer:    {_format_name_der(ias['issuer'].dump())}\n"
+        return (f"{index:3d}   Issuer:    {format_name_der(ias['issuer'].dump())}\n"
                 f"      Serial:    {_format_serial(ias['serial_number'].native)}\n"
                 f"      Algorithm: {algorithm}\n")
     return f"{index:3d}   <keyid>"    # sic: RAUC prints no newline after a key identifier

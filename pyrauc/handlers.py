@@ -1,4 +1,4 @@
-"""Update handlers: write one bundle image into one slot (rauc.md section 6, image x slot table).
+"""Update handlers: write one bundle image into one slot (RAUC's src/update_handler.c, its image_type_map).
 
 Implemented on the host: raw -> raw/ext4/vfat, ext4 -> ext4/raw, vfat -> vfat/raw,
 squashfs -> raw (parallel-read copy, sha256 check for plain bundles, fsync), tar -> ext4/vfat (mkfs, then extract),

@@ -1,4 +1,4 @@
-"""Bundle hooks, slot hooks and system handlers (rauc.md section 8).
+"""Bundle hooks, slot hooks and system handlers (RAUC's src/install.c and src/update_handler.c).
 
 * Bundle hook ``<hook> install-check`` runs from the mounted bundle before anything is written;
   exit code 10 rejects the bundle with the last stderr line as reason ("Hook returned: '<reason>'"),

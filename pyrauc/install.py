@@ -1,36 +1,45 @@
-"""The installation pipeline (rauc.md section 5 "Install progress output", section 8).
+"""The installation (RAUC's src/install.c).
 
-:func:`install` runs RAUC's steps and reports them as ``"%3d%% <step>"`` lines through a callback:
-determine slot states, check (open, decrypt, verify) the bundle, check the manifest (bundle
-format, compatible or the install-check hook, version limit, manifest hash), determine the target
-group, then for every image check the slot and copy the image. Before the first byte is written
-all images are checked (readonly, type combination, size) and the target slots are marked bad
-through the bootloader backend; afterwards the status file is updated and the installed slot is
-marked active (when ``activate-installed``).
+:func:`install` runs RAUC's steps and reports them as ``"%3d%% <step>"`` lines through a callback
+(the step names and percentages of RAUC's install progress):
 
-On any failure the open steps print ``"<step> failed."`` and an :class:`InstallError` carries the
-reason (the CLI prints "LastError: <reason>"). The bundle is always unmounted and its loop/dm
-devices removed; the booted slot is never touched and a target slot that was marked bad stays so.
+1. determine slot states (:func:`pyrauc.context.create_context`);
+2. check the bundle: open, decrypt and verify it (:func:`pyrauc.bundle.open_bundle`), then mount it
+   (:func:`pyrauc.mount.mount_bundle`);
+3. check the manifest contents: manifest hash, images, version limit, and the compatible (or the
+   bundle's install-check hook instead);
+4. determine the target install group and plan one job per image (:mod:`pyrauc.slots`);
+5. pre-check every job before the first byte is written: readonly, image type x slot type, size
+   (:func:`pyrauc.handlers.precheck`);
+6. update the slots: mark each target slot bad (:mod:`pyrauc.mark`), write the image
+   (:func:`pyrauc.handlers.install_image`) and record the slot status (:mod:`pyrauc.status`);
+7. activate: mark the installed slots active (``activate-installed``).
+
+A bundle with its own update handler (``[handler]``) replaces steps 5 to 7. On any failure the open
+steps print ``"<step> failed."`` and an :class:`InstallError` carries the reason (the CLI prints
+"LastError: <reason>"). The bundle is always unmounted and its loop/dm devices removed; the booted
+slot is never touched and a target slot that was marked bad stays so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from pyrauc import handlers, hooks, mount
+from pyrauc import handlers, hooks, mark, mount, status
+from pyrauc.bundle import Bundle, open_bundle
+from pyrauc.config import SystemConfig
+from pyrauc.context import Context, create_context
 from pyrauc.errors import InstallError, RaucError
-
-if TYPE_CHECKING:
-    from pyrauc.bundle import Bundle
-    from pyrauc.config import SystemConfig
-    from pyrauc.context import Context
-    from pyrauc.slots import Slot
+from pyrauc.manifest import Image
+from pyrauc.signature import Keyring
+from pyrauc.slots import Slot, determine_target_group
+from pyrauc.status import SlotStatus
 
 ProgressLine = Callable[[str], None]
 
@@ -65,9 +74,9 @@ class Steps:
             self.emit(f"{self.percent:3d}% {name} failed.")
 
 
-@dataclass
+@dataclass(frozen=True)
 class InstallArgs:
-    """Options of one installation (``rauc install`` flags)."""
+    """Options of one installation (the ``rauc install`` flags; RAUC's install args)."""
 
     ignore_compatible: bool = False
     ignore_version_limit: bool = False
@@ -77,7 +86,15 @@ class InstallArgs:
     handler_args: str | None = None
     keyring_path: str | None = None
     mountprefix: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Plan:
+    """One image, the slot it goes to and the handler method the pre-check chose (an install plan)."""
+
+    job: handlers.ImageJob
+    slot: Slot
+    method: str | None = None     # None: skipped at the pre-check (or no pre-check yet)
 
 
 def _version_tuple(version: str) -> tuple[tuple[int, int, int], str | None]:
@@ -122,9 +139,9 @@ def _system_env(config: SystemConfig, system_info: dict[str, str], variant: str 
     return hooks.merge_env(env, system_info)
 
 
-def _select_images(bundle: Bundle, variant: str | None) -> list[Any]:
+def _select_images(bundle: Bundle, variant: str | None) -> list[Image]:
     """One image per slot class: the variant-specific one if it exists, else the default."""
-    chosen: dict[str, Any] = {}
+    chosen: dict[str, Image] = {}
     for image in bundle.manifest.images:
         if image.artifact is not None:
             raise InstallError(f"Artifact images ({image.group}) are not supported by pyrauc")
@@ -136,25 +153,17 @@ def _select_images(bundle: Bundle, variant: str | None) -> list[Any]:
     return list(chosen.values())
 
 
-def install(bundle_path: str | os.PathLike[str], *, config: SystemConfig, ignore_compatible: bool = False,
-            ignore_version_limit: bool = False, override_boot_slot: str | None = None,
-            transaction_id: str | None = None, require_manifest_hash: str | None = None,
-            handler_args: str | None = None, keyring_path: str | None = None,
-            mountprefix: str | None = None, progress: ProgressLine = print, log: ProgressLine = _no_log,
-            context: Context | None = None) -> None:
-    """Install the bundle at ``bundle_path``; InstallError (one line) on failure.
+def install(bundle_path: str | os.PathLike[str], args: InstallArgs | None = None, *, config: SystemConfig,
+            progress: ProgressLine = print, log: ProgressLine = _no_log, context: Context | None = None) -> None:
+    """Install the bundle at ``bundle_path`` with ``args``; InstallError (one line) on failure.
 
     ``context`` (optional) is a prepared :class:`pyrauc.context.Context` (tests inject backends);
-    otherwise it is created from ``config`` and ``override_boot_slot``.
+    otherwise it is created from ``config`` and ``args.override_boot_slot``.
     """
-    args = InstallArgs(ignore_compatible=ignore_compatible, ignore_version_limit=ignore_version_limit,
-                       override_boot_slot=override_boot_slot, transaction_id=transaction_id,
-                       require_manifest_hash=require_manifest_hash, handler_args=handler_args,
-                       keyring_path=keyring_path, mountprefix=mountprefix)
     steps = Steps(progress)
     steps.begin("Installing", 100)
     try:
-        _Installation(Path(bundle_path), config, args, steps, log, context).run()
+        _Installation(Path(bundle_path), config, args or InstallArgs(), steps, log, context).run()
     except RaucError as exc:
         steps.fail_all()
         if isinstance(exc, InstallError):
@@ -181,39 +190,134 @@ class _Installation:
             or "/"
         self.transaction = args.transaction_id or str(uuid.uuid4())
 
-    # -- steps ---------------------------------------------------------------------------------
+    # -- the steps -----------------------------------------------------------------------------
     def run(self) -> None:
-        from pyrauc.context import create_context
-        steps = self.steps
-        steps.begin("Determining slot states", 20)
-        ctx = self.context or create_context(self.config, override_boot_slot=self.args.override_boot_slot,
-                                             mountprefix=self.mountprefix)
-        self.ctx = ctx
-        self.slots = ctx.slots
-        self.booted = ctx.booted
-        steps.done()
-
-        steps.begin("Checking bundle", 40)
-        steps.begin("Verifying signature", 40)
-        bundle = self._open_bundle()
-        steps.done()
-        steps.done()
-
+        self.ctx = self._determine_slot_states()
+        bundle = self._check_bundle()
         with mount.mount_bundle(bundle, self.mountprefix) as bundle_mount:
             self._install_mounted(bundle, bundle_mount)
 
-    def _open_bundle(self) -> Bundle:
-        from pyrauc.bundle import open_bundle
-        from pyrauc.signature import Keyring
-        config = self.config
-        keyring = config.to_keyring()
-        if self.args.keyring_path is not None:
-            keyring = Keyring(path=Path(self.args.keyring_path)) if keyring is None else \
-                _replace_keyring_path(keyring, Path(self.args.keyring_path))
-        return open_bundle(self.path, keyring=keyring, verify=True, key=config.encryption.key,
-                           cert=config.encryption.cert, allowed_formats=config.bundle_formats,
-                           max_signature_size=config.max_bundle_signature_size, log=self.log)
+    def _install_mounted(self, bundle: Bundle, bundle_mount: Path) -> None:
+        """Everything that needs the mounted bundle."""
+        base_env = self._base_env(bundle)
+        self._check_manifest_contents(bundle, bundle_mount, base_env)
+        plans = self._plan_jobs(bundle, bundle_mount)
+        system_env = self._system_handler_env(base_env, bundle_mount, plans)
+        if bundle.manifest.handler_name:
+            self._run_custom_handler(bundle, bundle_mount, system_env)
+            return
+        self._pre_check(plans)
+        if self.config.handlers.pre_install:
+            hooks.run_handler(self.config.handlers.pre_install, system_env, what="Pre-install handler")
+        henv = handlers.HandlerEnv(mountprefix=self.mountprefix, bundle_mount=bundle_mount,
+                                   hook_name=bundle.manifest.hook_name, base_env=base_env)
+        self._update_slots(bundle, plans, henv)
+        if self.config.handlers.post_install:
+            hooks.run_handler(self.config.handlers.post_install, system_env, what="Post-install handler")
+        self._activate(plans)
 
+    def _determine_slot_states(self) -> Context:
+        self.steps.begin("Determining slot states", 20)
+        ctx = self.context or create_context(self.config, override_boot_slot=self.args.override_boot_slot,
+                                             mountprefix=self.mountprefix)
+        self.steps.done()
+        return ctx
+
+    def _check_bundle(self) -> Bundle:
+        """Open, decrypt and verify the bundle."""
+        self.steps.begin("Checking bundle", 40)
+        self.steps.begin("Verifying signature", 40)
+        keyring = self.config.to_keyring()
+        if self.args.keyring_path is not None:
+            path = Path(self.args.keyring_path)
+            keyring = Keyring(path=path) if keyring is None else \
+                dataclasses.replace(keyring, path=path, directory=None)
+        encryption = self.config.encryption
+        bundle = open_bundle(self.path, keyring=keyring, verify=True, key=encryption.key, cert=encryption.cert,
+                             allowed_formats=self.config.bundle_formats,
+                             max_signature_size=self.config.max_bundle_signature_size, log=self.log)
+        self.steps.done()
+        self.steps.done()
+        return bundle
+
+    def _check_manifest_contents(self, bundle: Bundle, bundle_mount: Path, base_env: dict[str, str]) -> None:
+        self.steps.begin("Checking manifest contents", 60)
+        self._check_manifest(bundle)
+        mf = bundle.manifest
+        if "install-check" in mf.hooks:    # the bundle's install-check hook replaces the compatible check
+            if not mf.hook_name:
+                raise InstallError("install-check hook requested but the manifest has no hook file")
+            env = {**base_env, "RAUC_BUNDLE_MOUNT_POINT": os.fspath(bundle_mount)}
+            hooks.run_hook(hooks.hook_path(bundle_mount, mf.hook_name), "install-check", env)
+        else:
+            self._check_compatible(bundle)
+        self.steps.done()
+
+    def _plan_jobs(self, bundle: Bundle, bundle_mount: Path) -> list[_Plan]:
+        """Determine the target install group; one plan per image."""
+        self.steps.begin("Determining target install group", 80)
+        group_error: RaucError | None = None
+        try:
+            targets = determine_target_group(self.ctx.slots)
+        except RaucError as exc:
+            targets, group_error = {}, exc
+        plans = [self._plan(image, targets.get(image.slotclass), group_error, bundle, bundle_mount)
+                 for image in _select_images(bundle, self.ctx.variant)]
+        self.steps.done()
+        return plans
+
+    def _pre_check(self, plans: list[_Plan]) -> None:
+        """Everything that can be checked before the first byte is written is checked now."""
+        for plan in plans:
+            if not self._skip(plan):
+                plan.method = handlers.precheck(plan.job)
+
+    def _update_slots(self, bundle: Bundle, plans: list[_Plan], henv: handlers.HandlerEnv) -> None:
+        steps = self.steps
+        steps.begin("Updating slots", 100)
+        marked: set[str] = set()
+        span = 20 // max(1, len(plans))
+        for n, plan in enumerate(plans):
+            start = 80 + n * span
+            steps.set_percent(start)
+            steps.begin(f"Checking slot {plan.slot.name}", start + span // 2)
+            skip = self._skip(plan)
+            steps.done()
+            if skip:
+                self.log(f"Skipping update for correct image {plan.job.image.filename}")
+                steps.begin("Copying image skipped", start + span)
+                steps.done()
+                continue
+            self._mark_target_bad(plan.slot.root, marked)
+            steps.begin(f"Copying image to {plan.slot.name}", start + span)
+            self._update_slot(bundle, plan, henv)
+            steps.done()
+        steps.set_percent(100)
+        steps.done()
+
+    def _activate(self, plans: list[_Plan]) -> None:
+        """Mark the (root slots of the) installed slots active."""
+        if not self.config.activate_installed:
+            self.log("Leaving target slot non-active (activate-installed=false)")
+            return
+        roots = {p.slot.root.name: p.slot.root for p in plans if p.slot.root.bootname is not None}
+        for root in roots.values():
+            self.log(f"Marking target slot {root.name} as active")
+            try:
+                mark.mark_active(self.ctx, root)
+            except mark.MarkError as exc:
+                raise InstallError(f"Failed to mark slot active: {exc}") from exc
+
+    def _run_custom_handler(self, bundle: Bundle, bundle_mount: Path, env: dict[str, str]) -> None:
+        """[handler] filename: the bundle's own handler replaces the whole slot update."""
+        mf = bundle.manifest
+        assert mf.handler_name is not None
+        args = shlex.split(mf.handler_args or "") + shlex.split(self.args.handler_args or "")
+        self.steps.begin("Launching update handler", 100)
+        hooks.run_handler(bundle_mount / mf.handler_name, env, args, what="Handler")
+        self.steps.done()
+
+    # -- checks --------------------------------------------------------------------------------
     def _check_manifest(self, bundle: Bundle) -> None:
         mf = bundle.manifest
         want = self.args.require_manifest_hash
@@ -236,148 +340,60 @@ class _Installation:
             raise InstallError(f"Compatible mismatch: Expected '{self.config.compatible}' but bundle "
                                f"manifest has '{mf.compatible}'")
 
-    def _install_mounted(self, bundle: Bundle, bundle_mount: Path) -> None:
-        config, steps, mf = self.config, self.steps, bundle.manifest
-        system_info = dict(self.ctx.system_info)
-        base_env = _system_env(config, system_info, self.ctx.variant)
-        base_env.update(hooks.manifest_env(mf))
-        base_env["RAUC_MOUNT_PREFIX"] = self.mountprefix
-        if bundle.verified is not None:
-            base_env["RAUC_BUNDLE_SPKI_HASHES"] = hooks.spki_hashes(bundle.verified.chain)
+    def _plan(self, image: Image, slot: Slot | None, group_error: RaucError | None, bundle: Bundle,
+              bundle_mount: Path) -> _Plan:
+        """The plan for ``image`` into its target ``slot`` (None: the group has none)."""
+        if slot is None:
+            readonly = [s.name for s in self.ctx.slots.values() if s.sclass == image.slotclass
+                        and s.readonly and not s.is_active]
+            if readonly:
+                raise InstallError(f"Reject writing to readonly slot {readonly[0]}")
+            if group_error is not None:
+                raise group_error
+            raise InstallError(f"No target slot for image class '{image.slotclass}' found")
+        if slot is self.ctx.booted or slot.is_active:
+            raise InstallError(f"Refusing to write to active slot {slot.name}")
+        if slot.mount_point is not None and not slot.config.allow_mounted:
+            raise InstallError(f"Destination device '{slot.device}' already mounted")
+        path = bundle_mount / image.filename if image.filename else bundle_mount
+        job = handlers.ImageJob(image=image, path=path, slot=slot_info(slot),
+                                verified_by_dm=bundle.format in ("verity", "crypt"))
+        return _Plan(job, slot)
 
-        steps.begin("Checking manifest contents", 60)
-        self._check_manifest(bundle)
-        # install-check replaces the compatible check (RAUC semantics)
-        if "install-check" in mf.hooks:
-            if not mf.hook_name:
-                raise InstallError("install-check hook requested but the manifest has no hook file")
-            env = {**base_env, "RAUC_BUNDLE_MOUNT_POINT": os.fspath(bundle_mount)}
-            hooks.run_hook(hooks.hook_path(bundle_mount, mf.hook_name), "install-check", env)
-        else:
-            self._check_compatible(bundle)
-        steps.done()
-
-        steps.begin("Determining target install group", 80)
-        from pyrauc import slots as slots_mod
-        group_error: RaucError | None = None
-        try:
-            targets = slots_mod.determine_target_group(self.slots)
-        except RaucError as exc:
-            targets, group_error = {}, exc
-        variant = self.ctx.variant
-        jobs: list[tuple[handlers.ImageJob, Slot]] = []
-        for image in _select_images(bundle, variant):
-            slot = targets.get(image.slotclass)
-            if slot is None:
-                readonly = [s.name for s in self.slots.values() if s.sclass == image.slotclass
-                            and s.readonly and not s.is_active]
-                if readonly:
-                    raise InstallError(f"Reject writing to readonly slot {readonly[0]}")
-                if group_error is not None:
-                    raise group_error
-                raise InstallError(f"No target slot for image class '{image.slotclass}' found")
-            if slot is self.booted or slot.is_active:
-                raise InstallError(f"Refusing to write to active slot {slot.name}")
-            if slot.mount_point is not None and not slot.config.allow_mounted:
-                raise InstallError(f"Destination device '{slot.device}' already mounted")
-            path = bundle_mount / image.filename if image.filename else bundle_mount
-            jobs.append((handlers.ImageJob(image=image, path=path, slot=slot_info(slot),
-                                           verified_by_dm=bundle.format in ("verity", "crypt")), slot))
-        steps.done()
-
-        henv = handlers.HandlerEnv(mountprefix=self.mountprefix, bundle_mount=bundle_mount,
-                                   hook_name=mf.hook_name, base_env=base_env)
-        sys_env = handlers.handler_env(
-            base={**base_env, "RAUC_CURRENT_BOOTNAME": (self.booted.bootname or "") if self.booted else "",
-                  "RAUC_BUNDLE_MOUNT_POINT": os.fspath(bundle_mount),
-                  "RAUC_UPDATE_SOURCE": os.fspath(bundle_mount),
-                  "RAUC_TRANSACTION_ID": self.transaction},
-            slots=[slot_info(s) for s in self.slots.values()],
-            targets={job.slot.name: job for job, _s in jobs})
-
-        if mf.handler_name:
-            self._run_custom_handler(bundle, bundle_mount, sys_env)
-            return
-
-        # everything that can be checked before writing is checked now
-        methods: dict[str, str] = {}
-        for job, slot in jobs:
-            if self._skip(job, slot):
-                continue
-            methods[slot.name] = handlers.precheck(job)
-
-        if config.handlers.pre_install:
-            hooks.run_handler(config.handlers.pre_install, sys_env, what="Pre-install handler")
-
-        steps.begin("Updating slots", 100)
-        backend = self.ctx.backend
-        marked: set[str] = set()
-        span = 20 // max(1, len(jobs))
-        for n, (job, slot) in enumerate(jobs):
-            start = 80 + n * span
-            steps.set_percent(start)
-            steps.begin(f"Checking slot {slot.name}", start + span // 2)
-            skip = self._skip(job, slot)
-            steps.done()
-            if skip:
-                self.log(f"Skipping update for correct image {job.image.filename}")
-                steps.begin("Copying image skipped", start + span)
-                steps.done()
-                continue
-            boot_slot = slot.root
-            if boot_slot.bootname is not None and boot_slot.name not in marked:
-                self.log(f"Marking target slot {boot_slot.name} as bad")
-                _call_backend(backend, "set_state", boot_slot, False)
-                marked.add(boot_slot.name)
-            steps.begin(f"Copying image to {slot.name}", start + span)
-            self._mark_status(slot, "pending")
-            try:
-                handlers.install_image(job, henv, method=methods.get(slot.name))
-            except RaucError:
-                self._mark_status(slot, "failed", quiet=True)
-                raise
-            self._record_installed(bundle, job, slot)
-            steps.done()
-        steps.set_percent(100)
-        steps.done()
-
-        if config.handlers.post_install:
-            hooks.run_handler(config.handlers.post_install, sys_env, what="Post-install handler")
-
-        if config.activate_installed:
-            roots = {s.root.name: s.root for _j, s in jobs if s.root.bootname is not None}
-            for root in roots.values():
-                self.log(f"Marking target slot {root.name} as active")
-                _call_backend(backend, "set_primary", root)
-                from pyrauc import status
-                status.record_activated(config, root)
-        else:
-            self.log("Leaving target slot non-active (activate-installed=false)")
-
-    def _run_custom_handler(self, bundle: Bundle, bundle_mount: Path, env: dict[str, str]) -> None:
-        """[handler] filename: the bundle's own handler replaces the whole slot update."""
-        mf = bundle.manifest
-        assert mf.handler_name is not None
-        args = shlex.split(mf.handler_args or "") + shlex.split(self.args.handler_args or "")
-        self.steps.begin("Launching update handler", 100)
-        hooks.run_handler(bundle_mount / mf.handler_name, env, args, what="Handler")
-        self.steps.done()
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _skip(self, job: handlers.ImageJob, slot: Slot) -> bool:
-        if job.slot.install_same:
+    def _skip(self, plan: _Plan) -> bool:
+        """install-same=false and the slot status says the slot holds this image already."""
+        if plan.job.slot.install_same:
             return False
-        from pyrauc import status
         try:
-            st = status.load_slot_status(self.config, slot)
+            st = status.load_slot_status(self.config, plan.slot)
         except RaucError:
             return False
-        return handlers.should_skip(job, st.checksum_sha256)
+        return handlers.should_skip(plan.job, st.checksum_sha256)
+
+    # -- slot updates --------------------------------------------------------------------------
+    def _mark_target_bad(self, boot_slot: Slot, marked: set[str]) -> None:
+        """Mark the boot slot of a target bad before its first byte is written (once per slot)."""
+        if boot_slot.bootname is None or boot_slot.name in marked:
+            return
+        self.log(f"Marking target slot {boot_slot.name} as bad")
+        try:
+            mark.mark_bad(self.ctx, boot_slot)
+        except mark.MarkError as exc:
+            raise InstallError(f"Failed to mark slot bad: {exc}") from exc
+        marked.add(boot_slot.name)
+
+    def _update_slot(self, bundle: Bundle, plan: _Plan, henv: handlers.HandlerEnv) -> None:
+        """Write one image; the slot status says pending, then ok (or failed)."""
+        self._mark_status(plan.slot, "pending")
+        try:
+            handlers.install_image(plan.job, henv, method=plan.method)
+        except RaucError:
+            self._mark_status(plan.slot, "failed", quiet=True)
+            raise
+        self._record_installed(bundle, plan)
 
     def _mark_status(self, slot: Slot, value: str, quiet: bool = False) -> None:
-        from pyrauc import status
-
-        def change(st: Any) -> None:
+        def change(st: SlotStatus) -> None:
             st.status = value
         try:
             status.update_slot_status(self.config, slot, change)
@@ -385,48 +401,56 @@ class _Installation:
             if not quiet and self.config.central_status:
                 raise
 
-    def _record_installed(self, bundle: Bundle, job: handlers.ImageJob, slot: Slot) -> None:
-        from pyrauc import status
-        mf = bundle.manifest
+    def _record_installed(self, bundle: Bundle, plan: _Plan) -> None:
+        mf, image = bundle.manifest, plan.job.image
 
-        def change(st: Any) -> None:
+        def change(st: SlotStatus) -> None:
             st.bundle_compatible = mf.compatible
             st.bundle_version = mf.version
             st.bundle_description = mf.description
             st.bundle_build = mf.build
             st.bundle_hash = mf.hash()
             st.status = "ok"
-            st.checksum_sha256 = job.image.sha256
-            st.checksum_size = job.image.size
+            st.checksum_sha256 = image.sha256
+            st.checksum_size = image.size
             st.installed_transaction = self.transaction
             st.installed_timestamp = status.timestamp()
             st.installed_count += 1
         try:
-            status.update_slot_status(self.config, slot, change)
+            status.update_slot_status(self.config, plan.slot, change)
         except RaucError as exc:
             if self.config.central_status:
                 raise
-            self.log(f"Failed to save status of slot {slot.name}: {exc}")
+            self.log(f"Failed to save status of slot {plan.slot.name}: {exc}")
+
+    # -- environments --------------------------------------------------------------------------
+    def _base_env(self, bundle: Bundle) -> dict[str, str]:
+        """RAUC_SYSTEM_*, RAUC_MF_*, RAUC_META_*, RAUC_MOUNT_PREFIX and RAUC_BUNDLE_SPKI_HASHES."""
+        env = _system_env(self.config, dict(self.ctx.system_info), self.ctx.variant)
+        env.update(hooks.manifest_env(bundle.manifest))
+        env["RAUC_MOUNT_PREFIX"] = self.mountprefix
+        if bundle.verified is not None:
+            env["RAUC_BUNDLE_SPKI_HASHES"] = hooks.spki_hashes(bundle.verified.chain)
+        return env
+
+    def _system_handler_env(self, base_env: dict[str, str], bundle_mount: Path,
+                            plans: list[_Plan]) -> dict[str, str]:
+        """The environment of the system handlers and of the bundle's own handler."""
+        booted = self.ctx.booted
+        return handlers.handler_env(
+            base={**base_env, "RAUC_CURRENT_BOOTNAME": (booted.bootname or "") if booted else "",
+                  "RAUC_BUNDLE_MOUNT_POINT": os.fspath(bundle_mount),
+                  "RAUC_UPDATE_SOURCE": os.fspath(bundle_mount),
+                  "RAUC_TRANSACTION_ID": self.transaction},
+            slots=[slot_info(s) for s in self.ctx.slots.values()],
+            targets={p.job.slot.name: p.job for p in plans})
 
 
-def _replace_keyring_path(keyring: Any, path: Path) -> Any:
-    import dataclasses
-    return dataclasses.replace(keyring, path=path, directory=None)
-
-
-def _call_backend(backend: Any, method: str, slot: Slot, *args: Any) -> None:
-    try:
-        getattr(backend, method)(slot, *args)
-    except RaucError as exc:
-        what = "mark slot bad" if method == "set_state" else "mark slot active"
-        raise InstallError(f"Failed to {what}: {exc}") from exc
-
-
-def run_cli_install(bundle: str, *, config: SystemConfig, emit: ProgressLine, err: ProgressLine,
-                    **kwargs: Any) -> int:
+def run_cli_install(bundle: str, args: InstallArgs, *, config: SystemConfig, emit: ProgressLine,
+                    err: ProgressLine, log: ProgressLine = _no_log) -> int:
     """Run :func:`install` with RAUC's client output; return the exit code (0/1)."""
     try:
-        install(bundle, config=config, progress=emit, **kwargs)
+        install(bundle, args, config=config, progress=emit, log=log)
     except RaucError as exc:
         emit(f"LastError: {exc}")
         err(f"Installing `{bundle}` failed")

@@ -9,7 +9,6 @@ The passphrase of an encrypted key file comes from the environment variable RAUC
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -17,9 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pyrauc.errors import KeyLoadError
 
-#: A signing/decryption key: a cryptography key object or a PKCS#11 key duck-typing its API
-#: (``public_key()``, ``sign(...)``, ``decrypt(...)``, ``exchange(...)``).
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | Any
+#: A signing/decryption key: an RSA or EC key of cryptography. The token keys of
+#: :mod:`pyrauc.pkcs11` (:class:`~pyrauc.pkcs11.Pkcs11RSAPrivateKey`,
+#: :class:`~pyrauc.pkcs11.Pkcs11ECPrivateKey`) implement these interfaces.
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 PASSPHRASE_ENV = "RAUC_KEY_PASSPHRASE"
 _PKCS11_PREFIX = "pkcs11:"

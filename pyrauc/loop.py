@@ -2,10 +2,10 @@
 
 RAUC attaches the bundle payload ``[0, payload_size)`` to a loop device and stacks dm-verity,
 dm-crypt and the squashfs mount on top of it. Attaching goes through ``losetup --find --show``
-(which handles the free-device race itself); :func:`loop_device` is a context manager that always
-detaches, also when the body raises. :func:`set_autoclear` lets the kernel detach the device when its
-last user goes away (used by ``rauc mount``, whose mount outlives the process).
-:func:`released` is the "always tear down" context shared with :mod:`pyrauc.mount`.
+(which handles the free-device race itself); :func:`loop_device` returns the attached device as a
+:class:`~pyrauc.cleanup.Resource` that always detaches, also when the body raises.
+:func:`set_autoclear` lets the kernel detach the device when its last user goes away (used by
+``rauc mount``, whose mount outlives the process).
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ import logging
 import os
 import struct
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
+from pyrauc.cleanup import Resource
 from pyrauc.errors import InstallError
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 LOOP_SET_STATUS64 = 0x4C04
 LOOP_GET_STATUS64 = 0x4C05
 LO_FLAGS_AUTOCLEAR = 4
@@ -105,29 +102,8 @@ def backing_file(dev: str) -> str | None:
         return None
 
 
-@contextmanager
 def loop_device(path: str | os.PathLike[str], *, offset: int = 0, sizelimit: int | None = None,
-                read_only: bool = True) -> Iterator[str]:
-    """Context manager: attach (see :func:`attach`), yield the device path, always detach."""
+                read_only: bool = True) -> Resource[str]:
+    """Attach now (see :func:`attach`); a context manager yielding the device path that always detaches."""
     dev = attach(path, offset=offset, sizelimit=sizelimit, read_only=read_only)
-    with released(dev, lambda: detach(dev), LoopError, log):
-        yield dev
-
-
-@contextmanager
-def released(value: _T, release: Callable[[], None], error: type[Exception],
-             logger: logging.Logger) -> Iterator[_T]:
-    """Context manager: yield ``value``, then always call ``release``, also when the body raises.
-
-    On that error path a failing ``release`` (an ``error``) is only logged on ``logger`` as a
-    warning, so the second failure cannot hide the first one; on success it propagates.
-    """
-    try:
-        yield value
-    except BaseException:
-        try:
-            release()
-        except error as exc:
-            logger.warning("%s", exc)
-        raise
-    release()
+    return Resource(dev, lambda: detach(dev), error=LoopError, logger=log)

@@ -1,15 +1,21 @@
-"""Mounting bundles and slots, RAUC's layout under the mount prefix (default ``/mnt/rauc``).
+"""The one mount layer (RAUC's src/mount.c): mountinfo, mount(8), bundles and slots.
 
-* The bundle is mounted read-only at ``<mountprefix>/bundle`` through the stack of rauc.md 1.4:
+* ``/proc/self/mountinfo`` is parsed here only (:func:`mount_table`, :func:`find_mount_point`,
+  :func:`is_mounted`), with the kernel's octal escapes undone.
+* The bundle is mounted read-only at ``<mountprefix>/bundle`` (default prefix ``/mnt/rauc``)
+  through the stack of RAUC's bundle formats (see docs/design.md):
   plain -> loop over ``[0, payload)`` -> squashfs; verity -> loop -> dm-verity -> squashfs;
-  crypt -> loop -> dm-verity -> dm-crypt -> squashfs.
-* Slots (ext4, vfat, ...) are mounted at ``<mountprefix>/<slot name>`` for tar extraction and for
-  the RAUC_SLOT_MOUNT_POINT of slot hooks.
+  crypt -> loop -> dm-verity -> dm-crypt -> squashfs. The stack is a :class:`contextlib.ExitStack`
+  over :func:`pyrauc.loop.loop_device`, :func:`pyrauc.dm.verity_device` and
+  :func:`pyrauc.dm.crypt_device`.
+* Slots (ext4, vfat, ...) are mounted at ``<mountprefix>/<slot name>`` for tar extraction, for
+  the RAUC_SLOT_MOUNT_POINT of slot hooks and for per-slot status files.
 
-Every mount is a context manager that unmounts (and removes the mount point it created) on exit;
-teardown runs in reverse order on success and on every error, so nothing stays mounted, attached
-or mapped. :func:`mount_bundle_persistent` (``rauc mount``) instead hands the cleanup to the kernel
-(loop autoclear, deferred dm removal) so a later ``umount`` releases everything.
+Every mount is a :class:`~pyrauc.cleanup.Resource` that unmounts (and removes the mount point it
+created) on exit; teardown runs in reverse order on success and on every error, so nothing stays
+mounted, attached or mapped. :func:`mount_bundle_persistent` (``rauc mount``) instead hands the
+cleanup to the kernel (loop autoclear, deferred dm removal) so a later ``umount`` releases
+everything.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pyrauc import dm, loop
+from pyrauc.cleanup import Resource
 from pyrauc.errors import InstallError
 
 log = logging.getLogger(__name__)
@@ -58,7 +66,20 @@ class BundleLike(Protocol):
     def manifest(self) -> BundleManifestLike: ...
 
 
-def _unescape_mountinfo(field: str) -> str:
+MOUNTINFO = "/proc/self/mountinfo"
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of ``/proc/self/mountinfo``, fields unescaped."""
+
+    mount_point: str
+    source: str        # "" if the line has none
+    fstype: str
+
+
+def _unescape(field: str) -> str:
+    """Undo the kernel's ``\\ooo`` octal escapes (space, tab, newline and backslash)."""
     out, i = [], 0
     while i < len(field):
         if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
@@ -70,20 +91,51 @@ def _unescape_mountinfo(field: str) -> str:
     return "".join(out)
 
 
+def mount_table(mountinfo: str | os.PathLike[str] = MOUNTINFO) -> list[MountEntry]:
+    """The mounts listed in ``mountinfo`` (this mount namespace by default); [] if it cannot be read."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5:
+            continue
+        entries.append(MountEntry(mount_point=_unescape(fields[4]),
+                                  source=_unescape(rfields[1]) if len(rfields) > 1 else "",
+                                  fstype=rfields[0] if rfields else ""))
+    return entries
+
+
 def mount_points() -> list[str]:
-    """All current mount points of this mount namespace (from /proc/self/mountinfo)."""
-    points = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4:
-                points.append(_unescape_mountinfo(fields[4]))
-    return points
+    """All current mount points of this mount namespace."""
+    return [entry.mount_point for entry in mount_table()]
 
 
 def is_mounted(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a mount point."""
     return os.path.realpath(path) in mount_points()
+
+
+def find_mount_point(device: str, mountinfo: str | os.PathLike[str] = MOUNTINFO) -> str | None:
+    """Where ``device`` is mounted (first mount, device paths compared after realpath), else None."""
+    want = os.path.realpath(device) if device.startswith("/") else device
+    for entry in mount_table(mountinfo):
+        source = entry.source
+        if source == device or (source.startswith("/") and os.path.realpath(source) == want):
+            return entry.mount_point
+    return None
+
+
+def mounted_source(mount_point: str, mountinfo: str | os.PathLike[str] = MOUNTINFO) -> str | None:
+    """The source of the first mount at ``mount_point`` (e.g. ``/dev/root`` for "/"), else None."""
+    for entry in mount_table(mountinfo):
+        if entry.mount_point == mount_point:
+            return entry.source or None
+    return None
 
 
 def mount_argv(source: str, target: str, fstype: str | None, options: Sequence[str]) -> list[str]:
@@ -136,10 +188,10 @@ def _make_mount_point(target: Path) -> bool:
     return True
 
 
-@contextmanager
 def mounted(source: str, target: str | os.PathLike[str], *, fstype: str | None = None,
-            options: Sequence[str] = ()) -> Iterator[Path]:
-    """Context manager: mount, yield the mount point, always unmount (and rmdir if we created it)."""
+            options: Sequence[str] = ()) -> Resource[Path]:
+    """Mount now; a context manager yielding the mount point that always unmounts (and removes the
+    mount point if it was created here)."""
     target = Path(target)
     created = _make_mount_point(target)
     try:
@@ -154,8 +206,7 @@ def mounted(source: str, target: str | os.PathLike[str], *, fstype: str | None =
         if created:  # only once it is no longer mounted
             _rmdir_quietly(target)
 
-    with loop.released(target, release, MountError, log):
-        yield target
+    return Resource(target, release, error=MountError, logger=log)
 
 
 def _rmdir_quietly(path: Path) -> None:
@@ -185,68 +236,37 @@ def _verity_params(bundle: BundleLike) -> tuple[int, str, str]:
     return data_size, mf.verity_hash, mf.verity_salt
 
 
-class _BlockStack:
-    """The loop (+ dm-verity (+ dm-crypt)) devices under a bundle mount, torn down in reverse."""
+@dataclass(frozen=True)
+class _BundleDevices:
+    """The block devices under a bundle mount."""
 
-    def __init__(self) -> None:
-        self.loop_dev: str | None = None
-        self.dm_names: list[str] = []
-        self.verity_name: str | None = None
-        self.top: str = ""
+    loop: str
+    top: str                       # what the squashfs is mounted from
+    dm_names: tuple[str, ...] = ()   # bottom (verity) to top (crypt)
 
-    def build(self, bundle: BundleLike) -> str:
-        """Set up the devices for ``bundle``; on error everything built so far is removed."""
-        fmt = bundle.format
-        if fmt not in ("plain", "verity", "crypt"):
-            raise MountError(f"unknown bundle format '{fmt}'")
-        params = _verity_params(bundle) if fmt != "plain" else None
-        key = bundle.manifest.crypt_key if fmt == "crypt" else None
-        if fmt == "crypt" and not key:
-            raise MountError("missing crypt key for crypt bundle")
-        try:
-            self.loop_dev = self.top = loop.attach(bundle.path, offset=0, sizelimit=bundle.size)
-            if params is not None:
-                data_size, root_hash, salt = params
-                name = dm.unique_name(dm.VERITY_NAME)
-                self.top = dm.create(name, dm.verity_table(self.top, data_size, root_hash, salt))
-                self.dm_names.append(name)
-                self.verity_name = name
-                if key is not None:
-                    name = dm.unique_name(dm.CRYPT_NAME)
-                    self.top = dm.create(name, dm.crypt_table(self.top, data_size, key))
-                    self.dm_names.append(name)
-        except BaseException:
-            self.teardown(quiet=True)
-            raise
-        return self.top
+    @property
+    def verity(self) -> str | None:
+        return self.dm_names[0] if self.dm_names else None
 
-    def teardown(self, *, quiet: bool = False) -> None:
-        """Remove the dm devices (top first) and detach the loop device."""
-        first: Exception | None = None
-        for name in reversed(self.dm_names):
-            try:
-                dm.remove(name)
-            except InstallError as exc:
-                log.warning("%s", exc)
-                first = first or exc
-        self.dm_names = []
-        if self.loop_dev is not None:
-            try:
-                loop.detach(self.loop_dev)
-            except InstallError as exc:
-                log.warning("%s", exc)
-                first = first or exc
-            self.loop_dev = None
-        if first is not None and not quiet:
-            raise first
 
-    def hand_over_to_kernel(self) -> None:
-        """Once mounted: let the kernel release the devices when the mount goes away."""
-        for name in reversed(self.dm_names):
-            dm.remove(name, deferred=True)
-        if self.loop_dev is not None:
-            loop.set_autoclear(self.loop_dev)
-        self.dm_names, self.loop_dev = [], None
+def _open_devices(bundle: BundleLike, stack: ExitStack) -> _BundleDevices:
+    """loop (-> dm-verity (-> dm-crypt)) for ``bundle``, each released by ``stack`` in reverse order."""
+    fmt = bundle.format
+    if fmt not in ("plain", "verity", "crypt"):
+        raise MountError(f"unknown bundle format '{fmt}'")
+    params = _verity_params(bundle) if fmt != "plain" else None
+    key = bundle.manifest.crypt_key if fmt == "crypt" else None
+    if fmt == "crypt" and not key:
+        raise MountError("missing crypt key for crypt bundle")
+    dev = stack.enter_context(loop.loop_device(bundle.path, offset=0, sizelimit=bundle.size))
+    if params is None:
+        return _BundleDevices(loop=dev, top=dev)
+    data_size, root_hash, salt = params
+    verity, top = stack.enter_context(dm.verity_device(dev, data_size, root_hash, salt))
+    if key is None:
+        return _BundleDevices(loop=dev, top=top, dm_names=(verity,))
+    crypt, top = stack.enter_context(dm.crypt_device(top, data_size, key))
+    return _BundleDevices(loop=dev, top=top, dm_names=(verity, crypt))
 
 
 @contextmanager
@@ -257,54 +277,39 @@ def mount_bundle(bundle: BundleLike, mountprefix: str | os.PathLike[str] | None 
     For verity/crypt bundles the dm-verity status is checked after unmounting on success.
     """
     target = Path(mountpoint) if mountpoint is not None else bundle_mount_point(mountprefix)
-    devs = _BlockStack()
-    dev = devs.build(bundle)
-    try:
-        with mounted(dev, target, fstype="squashfs", options=BUNDLE_MOUNT_OPTIONS) as path:
+    with ExitStack() as stack:
+        devices = _open_devices(bundle, stack)
+        with mounted(devices.top, target, fstype="squashfs", options=BUNDLE_MOUNT_OPTIONS) as path:
             yield path
-        if devs.verity_name is not None:
-            dm.check_verity(devs.verity_name)
-    except BaseException:
-        devs.teardown(quiet=True)
-        raise
-    devs.teardown()
+        if devices.verity is not None:
+            dm.check_verity(devices.verity)
+
+
+def _hand_over_to_kernel(devices: _BundleDevices) -> None:
+    """Once mounted: the kernel releases the devices when the mount goes away."""
+    for name in reversed(devices.dm_names):
+        dm.remove(name, deferred=True)
+    loop.set_autoclear(devices.loop)
 
 
 def mount_bundle_persistent(bundle: BundleLike, mountprefix: str | os.PathLike[str] | None = None,
                             mountpoint: str | os.PathLike[str] | None = None) -> Path:
     """Mount ``bundle`` and leave it mounted (``rauc mount``); ``umount`` later releases everything."""
     target = Path(mountpoint) if mountpoint is not None else bundle_mount_point(mountprefix)
-    devs = _BlockStack()
-    dev = devs.build(bundle)
-    try:
-        created = _make_mount_point(target)
-        try:
-            mount(dev, target, fstype="squashfs", options=BUNDLE_MOUNT_OPTIONS)
-        except BaseException:
-            if created:
-                _rmdir_quietly(target)
-            raise
-        try:
-            devs.hand_over_to_kernel()
-        except BaseException:
-            try:
-                umount(target)
-            except MountError as exc:
-                log.warning("%s", exc)
-            raise
-    except BaseException:
-        devs.teardown(quiet=True)
-        raise
+    with ExitStack() as stack:
+        devices = _open_devices(bundle, stack)
+        stack.enter_context(mounted(devices.top, target, fstype="squashfs", options=BUNDLE_MOUNT_OPTIONS))
+        _hand_over_to_kernel(devices)
+        stack.pop_all()      # from here on the mount and the devices belong to the kernel
     return target
 
 
-@contextmanager
-def mount_slot(device: str, slot_name: str, fstype: str, *,
+def mount_slot(device: str, slot_name: str, fstype: str | None, *,
                mountprefix: str | os.PathLike[str] | None = None, read_only: bool = False,
-               extra_options: str | None = None) -> Iterator[Path]:
-    """Context manager: mount a slot's filesystem at ``<mountprefix>/<slot name>``; always unmount."""
+               extra_options: str | None = None) -> Resource[Path]:
+    """Mount a slot's file system now at ``<mountprefix>/<slot name>`` (``fstype`` None: detected);
+    a context manager yielding the mount point that always unmounts."""
     options = ["ro"] if read_only else []
     if extra_options:
         options += [o for o in extra_options.split(",") if o]
-    with mounted(device, slot_mount_point(mountprefix, slot_name), fstype=fstype, options=options) as p:
-        yield p
+    return mounted(device, slot_mount_point(mountprefix, slot_name), fstype=fstype, options=options)

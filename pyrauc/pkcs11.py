@@ -2,9 +2,11 @@
 
 Like RAUC, the PKCS#11 module comes from the environment variable ``RAUC_PKCS11_MODULE`` and the
 PIN from ``RAUC_PKCS11_PIN``; a URI may override them with the ``module-path`` and ``pin-value``
-query attributes.  :func:`load_private_key` returns an object that behaves like cryptography's
-RSA or EC private key as far as pyrauc needs it (``public_key()``, ``sign()``, ``decrypt()``,
-``exchange()``); every private-key operation runs on the token and the key never leaves it.
+query attributes.  :func:`load_private_key` returns a :class:`Pkcs11RSAPrivateKey` or
+:class:`Pkcs11ECPrivateKey`, which implement cryptography's ``RSAPrivateKey`` and
+``EllipticCurvePrivateKey`` interfaces as far as pyrauc needs them (``public_key()``, ``sign()``,
+``decrypt()``, ``exchange()``; exporting raises TypeError); every private-key operation runs on
+the token and the key never leaves it.
 python-pkcs11 is imported only when a URI is used.
 
 ECDH (:meth:`Pkcs11ECPrivateKey.exchange`) derives a CKK_GENERIC_SECRET with CKM_ECDH1_DERIVE
@@ -23,7 +25,6 @@ from urllib.parse import unquote_to_bytes
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.utils import Buffer
 
 from pyrauc.errors import KeyLoadError
@@ -551,8 +552,3 @@ def load_certificate(uri: str) -> x509.Certificate:
             session.close()
         except Exception:
             pass
-
-
-def as_private_key(key: Pkcs11RSAPrivateKey | Pkcs11ECPrivateKey) -> PrivateKeyTypes:
-    """The key typed as cryptography's private key union (it subclasses the ABCs)."""
-    return key

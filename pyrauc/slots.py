@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyrauc.errors import RaucError
 
 if TYPE_CHECKING:
     from pyrauc.config import SlotConfig, SystemConfig
-    from pyrauc.status import SlotStatus
 
 BOOTED = "booted"
 ACTIVE = "active"
@@ -37,8 +36,6 @@ class Slot:
     parent: Slot | None = None
     state: str = INACTIVE
     mount_point: str | None = None       # where it is mounted externally (e.g. "/" when booted)
-    status: SlotStatus | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -1,22 +1,23 @@
-"""Slot status files (rauc.md "Slot status files").
+"""Slot status files (RAUC's src/status_file.c).
 
 Central mode: ``<data-directory>/central.raucs`` with one ``[slot.<name>]`` group per slot and a
 ``[system]`` group (``boot-id``). Per-slot mode: ``/slot.raucs`` inside the slot's file system with
 a single ``[slot]`` group. Files are written atomically (temporary file in the same directory,
-fsync, rename, fsync of the directory).
+fsync, rename, fsync of the directory). A slot that is not mounted yet is mounted through
+:func:`pyrauc.mount.mount_slot` while its status file is read or written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pyrauc import mount
 from pyrauc.config import SystemConfig
 from pyrauc.errors import KeyFileError, RaucError
 from pyrauc.keyfile import KeyFile
@@ -165,55 +166,22 @@ def save_central(config: SystemConfig, kf: KeyFile) -> None:
 # --------------------------------------------------------------------------------------------
 # per-slot status file (inside the slot's file system)
 
-def _mounts(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
-    """(source device, mount point) pairs."""
-    result: list[tuple[str, str]] = []
-    try:
-        text = Path(mountinfo).read_text()
-    except OSError:
-        return result
-    for line in text.splitlines():
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        rfields = right.split()
-        if len(fields) < 5 or len(rfields) < 2:
-            continue
-        mnt = fields[4].encode().decode("unicode_escape") if "\\" in fields[4] else fields[4]
-        result.append((rfields[1], mnt))
-    return result
-
-
-def find_mount_point(device: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """Where ``device`` is mounted (first mount), None if it isn't."""
-    want = os.path.realpath(device) if device.startswith("/") else device
-    for source, mnt in _mounts(mountinfo):
-        if source == device or (source.startswith("/") and os.path.realpath(source) == want):
-            return mnt
-    return None
-
-
 @contextlib.contextmanager
 def _slot_mounted(config: SystemConfig, slot: Slot, readonly: bool) -> Iterator[Path]:
-    mnt = slot.mount_point or find_mount_point(slot.device)
+    """The slot's file system: where it is mounted already, else mounted for the duration."""
+    mnt = slot.mount_point or mount.find_mount_point(slot.device)
     if mnt is not None:
         yield Path(mnt)
         return
     if not slot.mountable:
         raise StatusError(f"Slot {slot.name} is not mountable")
-    prefix = Path(config.mountprefix)
-    prefix.mkdir(parents=True, exist_ok=True)
-    target = Path(tempfile.mkdtemp(prefix=f"slot-{slot.name}-", dir=prefix))
-    cmd = ["mount"] + (["-o", "ro"] if readonly else []) + [slot.device, str(target)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        target.rmdir()
-        raise StatusError(f"failed to mount slot {slot.name}: {r.stderr.strip()}")
     try:
-        yield target
-    finally:
-        subprocess.run(["umount", str(target)], capture_output=True)
-        with contextlib.suppress(OSError):
-            target.rmdir()
+        mounted = mount.mount_slot(slot.device, slot.name, None, mountprefix=config.mountprefix,
+                                   read_only=readonly)
+    except mount.MountError as e:
+        raise StatusError(f"failed to mount slot {slot.name}: {e}") from e
+    with mounted as path:
+        yield path
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,13 +198,11 @@ def load_slot_status(config: SystemConfig, slot: Slot) -> SlotStatus:
             st = SlotStatus.from_keyfile(kf, "slot")
         except (RaucError, OSError):
             st = SlotStatus()
-    slot.status = st
     return st
 
 
 def save_slot_status(config: SystemConfig, slot: Slot, st: SlotStatus) -> None:
     """Record ``st`` for ``slot`` (central file or /slot.raucs in the slot)."""
-    slot.status = st
     if config.central_status:
         kf = load_central(config)
         st.to_keyfile(kf, f"slot.{slot.name}")

@@ -1,104 +1,40 @@
-"""Bootloader backends behind one small protocol (rauc.md section 7).
+"""Bootloader backends behind one small protocol (RAUC's src/bootchooser.c and src/bootloaders/).
 
 Every backend works on *boot slots* (slots with a ``bootname``; callers pass the root slot of a
 slot group) and offers ``get_state`` (True = good), ``set_state``, ``get_primary``,
-``set_primary`` and optionally ``get_current`` (the booted bootname). Errors are
+``set_primary`` and optionally ``get_current`` (the booted bootname); the protocol and the shared
+helpers are in :mod:`pyrauc.bootloaders.base`, one module per backend. Errors are
 :class:`~pyrauc.errors.BootloaderError` prefixed with "<name> backend: " like RAUC's bootchooser.
 :func:`create_backend` picks the backend named by ``[system] bootloader``.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
 
+from pyrauc.bootloaders.barebox import BareboxBackend
+from pyrauc.bootloaders.base import BackendBase, Bootloader, tool
+from pyrauc.bootloaders.custom import CustomBackend
+from pyrauc.bootloaders.efi import EfiBackend
+from pyrauc.bootloaders.grub import GrubBackend
+from pyrauc.bootloaders.noop import NoopBackend
+from pyrauc.bootloaders.uboot import UbootBackend
+from pyrauc.config import SystemConfig
 from pyrauc.errors import BootloaderError
+from pyrauc.slots import Slot
 
-if TYPE_CHECKING:
-    from pyrauc.config import SystemConfig
-    from pyrauc.slots import Slot
-
-
-class Bootloader(Protocol):
-    """What RAUC's bootchooser needs from a backend."""
-
-    name: str
-
-    def get_state(self, slot: Slot) -> bool: ...          # True = good
-    def set_state(self, slot: Slot, good: bool) -> None: ...
-    def get_primary(self) -> Slot | None: ...
-    def set_primary(self, slot: Slot) -> None: ...
-    def get_current(self) -> str | None: ...               # booted bootname; None = not supported
+__all__ = ["BackendBase", "Bootloader", "create_backend", "tool"]
 
 
-class BackendBase:
-    """Shared helpers: slot lookup by bootname and running tools."""
-
-    name = "base"
-
-    def __init__(self, config: SystemConfig, slots: dict[str, Slot]) -> None:
-        self.config = config
-        self.slots = slots
-
-    def error(self, message: str) -> BootloaderError:
-        return BootloaderError(f"{self.name} backend: {message}")
-
-    def bootname(self, slot: Slot) -> str:
-        if slot.bootname is None:
-            raise self.error(f"Slot {slot.name} has no bootname set")
-        return slot.bootname
-
-    def boot_slots(self) -> list[Slot]:
-        return [s for s in self.slots.values() if s.bootname is not None]
-
-    def slot_by_bootname(self, bootname: str) -> Slot | None:
-        for slot in self.boot_slots():
-            if slot.bootname == bootname:
-                return slot
-        return None
-
-    def run(self, argv: Sequence[str], input_: str | None = None) -> str:
-        """Run a tool; its stdout, or BootloaderError with its stderr."""
-        try:
-            r = subprocess.run(list(argv), capture_output=True, text=True, input=input_)
-        except OSError as e:
-            raise self.error(f"Failed to start {argv[0]}: {e.strerror}") from e
-        if r.returncode != 0:
-            detail = (r.stderr or r.stdout).strip().splitlines()
-            raise self.error(f"{argv[0]} failed with exit code {r.returncode}"
-                             + (f": {detail[-1]}" if detail else ""))
-        return r.stdout
-
-    def get_current(self) -> str | None:
-        return None
-
-
-def tool(name: str) -> str:
-    """The path of a tool (plain name if not found; the run then fails with a clear error)."""
-    return shutil.which(name) or name
+_BACKENDS: dict[str, Callable[[SystemConfig, dict[str, Slot]], Bootloader]] = {
+    "efi": EfiBackend, "grub": GrubBackend, "uboot": UbootBackend, "barebox": BareboxBackend,
+    "custom": CustomBackend, "noop": NoopBackend,
+}
 
 
 def create_backend(config: SystemConfig, slots: dict[str, Slot]) -> Bootloader:
     """The backend for ``config.bootloader``."""
-    name = config.bootloader
-    if name == "efi":
-        from pyrauc.bootloaders.efi import EfiBackend
-        return EfiBackend(config, slots)
-    if name == "grub":
-        from pyrauc.bootloaders.grub import GrubBackend
-        return GrubBackend(config, slots)
-    if name == "uboot":
-        from pyrauc.bootloaders.uboot import UbootBackend
-        return UbootBackend(config, slots)
-    if name == "barebox":
-        from pyrauc.bootloaders.barebox import BareboxBackend
-        return BareboxBackend(config, slots)
-    if name == "custom":
-        from pyrauc.bootloaders.custom import CustomBackend
-        return CustomBackend(config, slots)
-    if name == "noop":
-        from pyrauc.bootloaders.noop import NoopBackend
-        return NoopBackend(config, slots)
-    raise BootloaderError(f"Unsupported bootloader '{name}' selected in system config file")
+    backend = _BACKENDS.get(config.bootloader)
+    if backend is None:
+        raise BootloaderError(f"Unsupported bootloader '{config.bootloader}' selected in system config file")
+    return backend(config, slots)

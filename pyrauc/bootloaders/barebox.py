@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyrauc.bootloaders import BackendBase, tool
+from pyrauc.bootloaders.base import BackendBase, tool
 
 if TYPE_CHECKING:
     from pyrauc.config import SystemConfig

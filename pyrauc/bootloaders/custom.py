@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyrauc.bootloaders import BackendBase
+from pyrauc.bootloaders.base import BackendBase
 
 if TYPE_CHECKING:
     from pyrauc.config import SystemConfig

@@ -1,4 +1,4 @@
-"""The efi backend: EFI boot entries through ``efibootmgr`` (lab.md section 3).
+"""The efi backend: EFI boot entries through ``efibootmgr`` (RAUC's src/bootloaders/efi.c).
 
 A slot's entry is the Boot#### entry whose label equals its bootname. mark-active writes
 ``BootNext`` (``efi-use-bootnext=true``, the default: one-shot boot) or moves the entry to the
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyrauc.bootloaders import BackendBase, tool
+from pyrauc.bootloaders.base import BackendBase, tool
 
 if TYPE_CHECKING:
     from pyrauc.config import SystemConfig

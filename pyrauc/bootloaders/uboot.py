@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pyrauc.bootloaders import BackendBase, tool
+from pyrauc.bootloaders.base import BackendBase, tool
 from pyrauc.errors import BootloaderError
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pyrauc import keys
+from pyrauc import certformat, keys
 from pyrauc import signature as sig
 from pyrauc.errors import SignatureError
 from pyrauc.signature import Keyring
@@ -408,10 +408,10 @@ def test_chain_block_and_dump_cert_equal_rauc(rauc_bin: str, pki: Pki, tmp_path:
     v = sig.cms_verify(der, Keyring(path=pki.keyring))
     info = run(rauc_bin, "info", "--keyring", pki.keyring, bundle).stdout.decode()
     block = info.split("Certificate Chain:\n", 1)[1]
-    assert block.rstrip("\n") + "\n" == sig.format_cert_chain(v.chain)   # rauc adds one blank line
+    assert block.rstrip("\n") + "\n" == certformat.format_cert_chain(v.chain)   # rauc adds one blank line
     dump = run(rauc_bin, "info", "--keyring", pki.keyring, "--dump-cert", bundle).stdout.decode()
     start = dump.index("Certificate:\n")
-    assert dump[start:start + len(sig.dump_cert(v.signer))] == sig.dump_cert(v.signer)
+    assert dump[start:start + len(certformat.dump_cert(v.signer))] == certformat.dump_cert(v.signer)
 
 
 def test_rauc_accepts_pyrauc_signature_via_openssl_print(openssl: str, pki: Pki, tmp_path: Path) -> None:
@@ -435,7 +435,7 @@ def test_rauc_accepts_pyrauc_signature_via_openssl_print(openssl: str, pki: Pki,
     path = tmp_path / "c.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     out = run(openssl, "x509", "-in", path, "-noout", "-subject", "-nameopt", "oneline").stdout.decode()
-    assert out == "subject=" + sig.format_name(cert.subject) + "\n"
+    assert out == "subject=" + certformat.format_name(cert.subject) + "\n"
 
 
 def test_dump_cert_equals_openssl_text(openssl: str, pki: Pki, extra_certs: PolicyCerts,
@@ -449,7 +449,7 @@ def test_dump_cert_equals_openssl_text(openssl: str, pki: Pki, extra_certs: Poli
                 extra_certs.email, extra_certs.pathlen0_root, extra_certs.selfsigned, extra_certs.ku_nonrep]
     for issued in subjects:
         ref = run(openssl, "x509", "-in", issued.cert_path, "-noout", "-text", "-nameopt", "compat").stdout.decode()
-        assert sig.dump_cert(issued.cert) == ref, issued.cert_path.name
+        assert certformat.dump_cert(issued.cert) == ref, issued.cert_path.name
 
 
 # ----------------------------------------------------------------------------- PKCS#11 (SoftHSM2)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from pyrauc import envelope
+from pyrauc import certformat, envelope
 from pyrauc.errors import EnvelopeError
 from tests.helpers.pki import Issued, issue
 
@@ -343,15 +343,15 @@ def test_format_name_escaping() -> None:
     from asn1crypto import x509 as ax509
     name = ax509.Name.build({"organization_name": "Foo, Inc.", "common_name": ' lead "q" \\ é',
                              "organizational_unit_name": "plain"})
-    text = envelope._format_name(name)
+    text = certformat.format_asn1_name(name)
     assert 'O = "Foo, Inc."' in text
     assert 'CN = " lead \\"q\\" \\\\ \\C3\\A9"' in text
     assert "OU = plain" in text
 
 
 def test_content_type_names() -> None:
-    assert envelope.cms_content_type_name("1.2.840.113549.1.7.2") == "pkcs7-signedData"
-    assert envelope.cms_content_type_name("1.2.3") == "1.2.3"
+    assert certformat.content_type_name("1.2.840.113549.1.7.2") == "pkcs7-signedData"
+    assert certformat.content_type_name("1.2.3") == "1.2.3"
 
 
 # --- reencrypt (resign / replace-signature of encrypted bundles) --------------------------------

@@ -374,10 +374,11 @@ def test_mount_command(target: Target) -> None:
 
 def test_library_api_progress(target: Target) -> None:
     from pyrauc.config import load_config
+    from pyrauc.install import InstallArgs
     from pyrauc.install import install as do_install
     bundle = make_bundle(target, "lib", {"rootfs": ("rootfs.img", b"l" * 8192)})
     lines: list[str] = []
-    do_install(bundle, config=load_config(target.conf), override_boot_slot="A", progress=lines.append)
+    do_install(bundle, InstallArgs(override_boot_slot="A"), config=load_config(target.conf), progress=lines.append)
     assert lines == SUCCESS_STEPS
     assert target.slot1.read_bytes()[:8192] == b"l" * 8192
 

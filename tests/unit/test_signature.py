@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.x509.oid import NameOID
 
+from pyrauc import certformat
 from pyrauc import signature as sig
 from pyrauc.errors import SignatureError
 from pyrauc.signature import Keyring
@@ -496,37 +497,37 @@ def test_format_name_oneline() -> None:
     def name(*pairs: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
         return x509.Name([x509.NameAttribute(oid, value) for oid, value in pairs])
 
-    assert sig.format_name(name((NameOID.ORGANIZATION_NAME, "Test Org"), (NameOID.COMMON_NAME, "signer"))) == \
+    assert certformat.format_name(name((NameOID.ORGANIZATION_NAME, "Test Org"), (NameOID.COMMON_NAME, "signer"))) == \
         "O = Test Org, CN = signer"
-    assert sig.format_name(name((NameOID.COUNTRY_NAME, "DE"), (NameOID.STATE_OR_PROVINCE_NAME, "NRW"),
+    assert certformat.format_name(name((NameOID.COUNTRY_NAME, "DE"), (NameOID.STATE_OR_PROVINCE_NAME, "NRW"),
                                 (NameOID.LOCALITY_NAME, "Köln"), (NameOID.ORGANIZATIONAL_UNIT_NAME, "a,b"),
                                 (NameOID.EMAIL_ADDRESS, "x@y.z"))) == \
         'C = DE, ST = NRW, L = K\\C3\\B6ln, OU = "a,b", emailAddress = x@y.z'
-    assert sig.format_name(name((NameOID.COMMON_NAME, ' lead'), (NameOID.COMMON_NAME, 'q"b\\s'))) == \
+    assert certformat.format_name(name((NameOID.COMMON_NAME, ' lead'), (NameOID.COMMON_NAME, 'q"b\\s'))) == \
         'CN = " lead", CN = q\\"b\\\\s'
     multi = x509.Name([x509.RelativeDistinguishedName([
         x509.NameAttribute(NameOID.COMMON_NAME, "a"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "b")])])
-    assert sig.format_name(multi) in ("CN = a + O = b", "O = b + CN = a")
+    assert certformat.format_name(multi) in ("CN = a + O = b", "O = b + CN = a")
 
 
 def test_format_cert_chain(pki: Pki) -> None:
-    text = sig.format_cert_chain([pki.signer.cert, pki.intermediate.cert])
+    text = certformat.format_cert_chain([pki.signer.cert, pki.intermediate.cert])
     lines = text.splitlines()
     assert lines[0] == " 0 Subject: O = Test Org, CN = signer"
     assert lines[1] == "   Issuer: O = Test Org, CN = intermediate-ca"
     spki = pki.signer.cert.public_key().public_bytes(serialization.Encoding.DER,
                                                     serialization.PublicFormat.SubjectPublicKeyInfo)
     assert lines[2] == "   SPKI sha256: " + hashlib.sha256(spki).digest().hex(":").upper()
-    assert lines[3] == "   Not Before: " + sig.format_time(pki.signer.cert.not_valid_before_utc)
+    assert lines[3] == "   Not Before: " + certformat.format_time(pki.signer.cert.not_valid_before_utc)
     assert lines[4].startswith("   Not After:  ")
     assert lines[5] == " 1 Subject: O = Test Org, CN = intermediate-ca"
     assert len(lines) == 10 and text.endswith("\n")
-    assert sig.format_time(dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) == "Jan  1 00:00:00 1970 GMT"
-    assert sig.format_time(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)) == "Dec 31 23:59:59 9999 GMT"
+    assert certformat.format_time(dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) == "Jan  1 00:00:00 1970 GMT"
+    assert certformat.format_time(dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)) == "Dec 31 23:59:59 9999 GMT"
 
 
 def test_dump_cert_shape(pki: Pki) -> None:
-    text = sig.dump_cert(pki.signer.cert)
+    text = certformat.dump_cert(pki.signer.cert)
     lines = text.splitlines()
     assert lines[:3] == ["Certificate:", "    Data:", "        Version: 3 (0x2)"]
     assert "        Issuer: O=Test Org, CN=intermediate-ca" in lines
@@ -535,7 +536,7 @@ def test_dump_cert_shape(pki: Pki) -> None:
     assert "                Public-Key: (2048 bit)" in lines
     assert "            X509v3 Basic Constraints: critical" in lines
     assert "    Signature Algorithm: sha256WithRSAEncryption" in lines
-    ec_text = sig.dump_cert(pki.signer_ec.cert)
+    ec_text = certformat.dump_cert(pki.signer_ec.cert)
     assert "                ASN1 OID: prime256v1" in ec_text.splitlines()
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pyrauc.config import SystemConfig, parse_config
 from pyrauc.keyfile import KeyFile
+from pyrauc.mount import find_mount_point
 from pyrauc.slots import build_slots
 from pyrauc.status import (
     SlotStatus,
-    find_mount_point,
     load_slot_status,
     load_system_status,
     record_activated,

@@ -1,0 +1,87 @@
+"""Marking slots good, bad or active (RAUC's src/mark.c).
+
+:func:`mark_good`, :func:`mark_bad` and :func:`mark_active` work on a boot slot (one with a
+bootname) through the context's bootloader backend; they are used by ``rauc status mark-*``
+(:func:`mark_run`), by the installation (the target slot is marked bad before it is written and
+active afterwards) and later by the D-Bus service. Activating also records ``activated.timestamp``
+and ``activated.count`` in the slot status.
+
+A refusal of the bootloader is a :class:`MarkError` carrying the backend's message; each caller
+adds its context ("failed to activate slot rootfs.1: ...", "Failed to mark slot active: ...").
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyrauc import status
+from pyrauc.context import Context
+from pyrauc.errors import RaucError
+from pyrauc.slots import Slot, resolve_identifier
+
+log = logging.getLogger(__name__)
+
+#: the ``rauc status`` subcommands
+MARK_GOOD = "mark-good"
+MARK_BAD = "mark-bad"
+MARK_ACTIVE = "mark-active"
+
+
+class MarkError(RaucError):
+    """The bootloader backend could not mark a slot."""
+
+
+def _set_state(context: Context, slot: Slot, good: bool) -> None:
+    try:
+        context.backend.set_state(slot, good)
+    except RaucError as exc:
+        raise MarkError(str(exc)) from exc
+
+
+def mark_good(context: Context, slot: Slot) -> None:
+    """Mark the boot slot ``slot`` good (bootable)."""
+    _set_state(context, slot, True)
+
+
+def mark_bad(context: Context, slot: Slot) -> None:
+    """Mark the boot slot ``slot`` bad (not bootable)."""
+    _set_state(context, slot, False)
+
+
+def mark_active(context: Context, slot: Slot) -> None:
+    """Make the boot slot ``slot`` the primary one, then record the activation in its status.
+
+    MarkError if the backend refuses (nothing recorded then); a failing status update raises the
+    status error (StatusError or OSError) although the slot is active already.
+    """
+    try:
+        context.backend.set_primary(slot)
+    except RaucError as exc:
+        raise MarkError(str(exc)) from exc
+    status.record_activated(context.config, slot)
+
+
+def mark_run(context: Context, state: str, identifier: str) -> str:
+    """``rauc status mark-good|mark-bad|mark-active [booted|other|SLOT]``; RAUC's message.
+
+    A child slot stands for its root (boot) slot. Errors are RaucErrors ("failed to mark slot X as
+    good: ..."); a status update that fails after activation is only logged as a warning.
+    """
+    slot = resolve_identifier(context.slots, context.booted, identifier)
+    if slot.bootname is None and slot.parent is not None:
+        slot = slot.root
+    if state == MARK_ACTIVE:
+        try:
+            mark_active(context, slot)
+        except MarkError as exc:
+            raise exc.prefixed(f"failed to activate slot {slot.name}: ") from exc
+        except (RaucError, OSError) as exc:
+            log.warning("Failed to update status of slot %s: %s", slot.name, exc)
+        return f"activated slot {slot.name}"
+    good = state == MARK_GOOD
+    word = "good" if good else "bad"
+    try:
+        (mark_good if good else mark_bad)(context, slot)
+    except MarkError as exc:
+        raise exc.prefixed(f"failed to mark slot {slot.name} as {word}: ") from exc
+    return f"marked slot {slot.name} as {word}"
