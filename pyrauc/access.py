@@ -10,24 +10,13 @@ command line on top (``--keyring``, ``--key``, ``--no-verify``, ``--no-check-tim
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyrauc import bundle
 from pyrauc.config import SystemConfig
 from pyrauc.signature import Keyring
-
-Log = Callable[[str], None]
-
-
-def keyring_with_path(base: Keyring | None, path: str | Path) -> Keyring:
-    """``base``'s policy (or the default one) trusting the PEM file or hashed directory ``path``."""
-    p = Path(path)
-    directory, file = (p, None) if p.is_dir() else (None, p)
-    if base is None:
-        return Keyring(path=file, directory=directory)
-    return dataclasses.replace(base, path=file, directory=directory)
 
 
 @dataclass(frozen=True)
@@ -46,7 +35,7 @@ class BundleAccess:
               cert: str | None = None, verify: bool = True, no_check_time: bool = False) -> BundleAccess:
         """system.conf's settings (if there is one) with the command line's on top."""
         base = config.to_keyring(no_check_time) if config is not None else None
-        ring = keyring_with_path(base, keyring) if keyring else base
+        ring = (base or Keyring()).with_path(keyring) if keyring else base
         if ring is not None and no_check_time:
             ring = dataclasses.replace(ring, no_check_time=True)
         if key is None and config is not None:
@@ -62,11 +51,9 @@ class BundleAccess:
         """The same access, verifying against ``keyring``."""
         return dataclasses.replace(self, keyring=keyring)
 
-    def open(self, path: str | Path, *, log: Log | None = None, decrypt: bool = True,
-             formats: Sequence[str] | None = None) -> bundle.Bundle:
+    def open(self, path: str | Path, *, decrypt: bool = True, formats: Sequence[str] | None = None) -> bundle.Bundle:
         """Open (decrypt, verify, load the manifest of) the bundle at ``path``."""
         allowed = formats if formats is not None else self.allowed_formats
         return bundle.open_bundle(path, keyring=self.keyring, verify=self.verify,
                                   key=self.key if decrypt else None, cert=self.cert,
-                                  allowed_formats=allowed, max_signature_size=self.max_signature_size,
-                                  log=log or (lambda msg: None))
+                                  allowed_formats=allowed, max_signature_size=self.max_signature_size)

@@ -411,14 +411,11 @@ def open_bundle(
     cert: str | None = None,
     allowed_formats: Sequence[str] | None = None,
     max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE,
-    log: Log | None = None,
 ) -> Bundle:
     """Open ``path``: read the framing, decrypt if needed, verify the signature, load the manifest.
 
-    The payload itself is not checked here (see :func:`check_payload`), as in RAUC. ``log``
-    receives the diagnostics ("Verifying bundle signature... "), by default this module's logger.
+    The payload itself is not checked here (see :func:`check_payload`), as in RAUC.
     """
-    log = log or logger.info
     path = Path(path)
     size, cms = read_framing(path, max_signature_size)
     kind = signature.cms_type(cms)
@@ -428,7 +425,7 @@ def open_bundle(
         if key is None:
             raise BundleError("Encrypted bundle detected, but no decryption key given. "
                               "Use --key=<PEMFILE|PKCS11-URL> to provide one.")
-        log("Decrypting signature...")
+        logger.info("Decrypting signature...")
         try:
             private_key = keys.load_private_key(key)
             recipient = keys.load_cert(cert) if cert else None
@@ -446,12 +443,12 @@ def open_bundle(
     if verify:
         if keyring is None or (keyring.path is None and keyring.directory is None):
             raise SignatureError("No keyring file or directory provided")
-        log("Verifying bundle signature... ")
+        logger.info("Verifying bundle signature... ")
         if detached:
             verified = signature.cms_verify(sigdata, keyring, detached_path=path, detached_size=size)
         else:
             verified = signature.cms_verify(sigdata, keyring)
-        log(f"Verified {'detached' if detached else 'inline'} signature by "
+        logger.info(f"Verified {'detached' if detached else 'inline'} signature by "
             f"'{signature.format_name(verified.signer.subject)}'")
 
     if detached:

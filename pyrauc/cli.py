@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from pyrauc import RAUC_COMPAT_VERSION, __version__, bundle, cli_install, cli_target, config, goption, keys
-from pyrauc.access import BundleAccess, keyring_with_path
+from pyrauc.access import BundleAccess
 from pyrauc.cli_common import (
     DECRYPT_KEY,
     KEYRING,
@@ -90,7 +90,7 @@ def _progress(label: str) -> TerminalProgress | None:
 def _signing_keyring(args: argparse.Namespace) -> Keyring | None:
     """--signing-keyring, else --keyring or system.conf's keyring (RAUC verifies what it signed)."""
     if args.signing_keyring:
-        return keyring_with_path(None, args.signing_keyring)
+        return Keyring().with_path(args.signing_keyring)
     return bundle_access(args, host_config(args), decrypt=False).keyring
 
 
@@ -175,7 +175,7 @@ def cmd_replace_signature(args: argparse.Namespace) -> int:
                                          "An output bundle must be provided", excess_at=2)
     access = _input_access(args)
     b = access.open(_existing(source))
-    check = keyring_with_path(None, args.signing_keyring) if args.signing_keyring else access.keyring
+    check = Keyring().with_path(args.signing_keyring) if args.signing_keyring else access.keyring
     bundle.replace_signature(b, sig, outbundle, keyring=check, out=out)
     return 0
 

@@ -103,8 +103,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         override_boot_slot=args.override_boot_slot, transaction_id=args.transaction_id,
         require_manifest_hash=args.require_manifest_hash, handler_args=args.handler_args,
         keyring_path=args.keyring, mountprefix=args.mount)
-    return run_cli_install(path, install_args, config=config, emit=emit, err=err,
-                           log=err if args.debug else (lambda msg: None))
+    return run_cli_install(path, install_args, config=config, emit=emit, err=err)
 
 
 def cmd_mount(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrauc import mark
-from pyrauc.cli_common import Command, positionals, system_config
+from pyrauc.cli_common import Command, err, positionals, system_config
 from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context
 from pyrauc.errors import RaucError
@@ -26,14 +26,6 @@ from pyrauc.status import SlotStatus, load_slot_status
 
 MARKS = ("mark-good", "mark-bad", "mark-active")
 FORMATS = ("readable", "shell", "json", "json-pretty")
-
-
-def _err(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _config(args: argparse.Namespace) -> SystemConfig:
-    return system_config(args)
 
 
 def _context(args: argparse.Namespace, config: SystemConfig) -> Context:
@@ -68,7 +60,7 @@ class _Status:
         try:
             self.primary = ctx.backend.get_primary()
         except RaucError as e:
-            _err(f"Failed to get primary: {e}")
+            err(f"Failed to get primary: {e}")
         self.infos: dict[str, _SlotInfo] = {}
         for name, slot in ctx.slots.items():
             good: bool | None = None
@@ -76,7 +68,7 @@ class _Status:
                 try:
                     good = ctx.backend.get_state(slot)
                 except RaucError as e:
-                    _err(f"Failed to get boot state of {name}: {e}")
+                    err(f"Failed to get boot state of {name}: {e}")
             st = load_slot_status(ctx.config, slot) if detailed else None
             self.infos[name] = _SlotInfo(slot, good, st)
 
@@ -210,22 +202,22 @@ def status_dict(s: _Status) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     positional: list[str] = list(args.args or [])
     if len(positional) > 2:
-        _err("Too many arguments")
+        err("Too many arguments")
         return 1
     if positional and positional[0] not in MARKS:
-        _err(f"unknown subcommand {positional[0]}")
+        err(f"unknown subcommand {positional[0]}")
         return 1
     args.output_format = args.output_format or "readable"
     if args.output_format not in FORMATS:
-        _err(f"Unknown output format: '{args.output_format}'")
+        err(f"Unknown output format: '{args.output_format}'")
         return 1
-    config = _config(args)
+    config = system_config(args)
     ctx = _context(args, config)
     if positional:
         try:
             message = mark.mark_run(ctx, positional[0], positional[1] if len(positional) > 1 else "booted")
         except RaucError as e:
-            _err(f"rauc mark: {e}")
+            err(f"rauc mark: {e}")
             return 1
         print(f"rauc status: {message}", flush=True)
         return 0
@@ -264,22 +256,22 @@ def cmd_write_slot(args: argparse.Namespace) -> int:
     from pyrauc import handlers
     from pyrauc.install import slot_info
 
-    config = _config(args)
+    config = system_config(args)
     slotname, image = positionals(args, "A target slot name must be provided", "An image must be provided")
     slots = build_slots(config)
     slot = slots.get(slotname)
     if slot is None:
-        _err(f"No matching slot found for given slot name '{slotname}'.")
-        _err("Available slots:")
+        err(f"No matching slot found for given slot name '{slotname}'.")
+        err("Available slots:")
         for name in slots:
-            _err(f" - {name}")
+            err(f" - {name}")
         return 1
     if slot.readonly:
-        _err("Reject writing to readonly slot")
+        err("Reject writing to readonly slot")
         return 1
     itype = args.image_type or image_type_of(image)
     if itype is None:
-        _err(f"Unable to map extension of file '{image}' to known image type")
+        err(f"Unable to map extension of file '{image}' to known image type")
         return 1
     info = slot_info(slot)
     job = handlers.ImageJob(image=_WriteImage(os.path.basename(image)), path=Path(image),
@@ -290,7 +282,7 @@ def cmd_write_slot(args: argparse.Namespace) -> int:
         handlers.install_image(job, handlers.HandlerEnv(mountprefix=mountprefix, bundle_mount=Path("/")),
                                method=method)
     except RaucError as e:
-        _err(f"Failed to write slot: {e}")
+        err(f"Failed to write slot: {e}")
         return 1
     print("Slot written successfully", flush=True)
     return 0

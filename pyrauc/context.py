@@ -14,7 +14,6 @@ import logging
 import os
 import shlex
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,7 +157,7 @@ def create_context(config: SystemConfig, *, override_boot_slot: str | None = Non
         try:
             info = run_system_info(config.handlers.system_info)
         except ContextError as e:
-            print(str(e), file=sys.stderr)
+            log.warning(str(e))
         if "RAUC_SYSTEM_VARIANT" in info:
             variant = info["RAUC_SYSTEM_VARIANT"]
     for slot in slots.values():

@@ -23,7 +23,7 @@ slot is never touched and a target slot that was marked bad stays so.
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import os
 import shlex
 import uuid
@@ -31,21 +31,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyrauc import handlers, hooks, mark, mount, status
-from pyrauc.bundle import Bundle, open_bundle
+from pyrauc import handlers, hooks, mark, mount, semver, status
+from pyrauc.access import BundleAccess
+from pyrauc.bundle import Bundle
 from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context
 from pyrauc.errors import InstallError, RaucError
 from pyrauc.manifest import Image
-from pyrauc.signature import Keyring
 from pyrauc.slots import Slot, determine_target_group
 from pyrauc.status import SlotStatus
 
 ProgressLine = Callable[[str], None]
 
 
-def _no_log(msg: str) -> None:
-    """Discard diagnostics."""
+logger = logging.getLogger(__name__)
 
 
 class Steps:
@@ -97,26 +96,6 @@ class _Plan:
     method: str | None = None     # None: skipped at the pre-check (or no pre-check yet)
 
 
-def _version_tuple(version: str) -> tuple[tuple[int, int, int], str | None]:
-    core, _, pre = version.partition("-")
-    core = core.partition("+")[0]
-    parts = [int(p) for p in core.split(".")] + [0, 0]
-    return (parts[0], parts[1], parts[2]), pre or None
-
-
-def version_at_least(have: str, want: str) -> bool:
-    """Semantic version comparison as used for min-bundle-version (pre-releases sort lower)."""
-    try:
-        (hv, hpre), (wv, wpre) = _version_tuple(have), _version_tuple(want)
-    except (ValueError, IndexError):
-        return False
-    if hv != wv:
-        return hv > wv
-    if hpre is None or wpre is None:
-        return hpre is None or wpre is not None
-    return hpre >= wpre
-
-
 def slot_info(slot: Slot) -> handlers.SlotInfo:
     """The handler view of a :class:`pyrauc.slots.Slot`."""
     sc = slot.config
@@ -154,7 +133,7 @@ def _select_images(bundle: Bundle, variant: str | None) -> list[Image]:
 
 
 def install(bundle_path: str | os.PathLike[str], args: InstallArgs | None = None, *, config: SystemConfig,
-            progress: ProgressLine = print, log: ProgressLine = _no_log, context: Context | None = None) -> None:
+            progress: ProgressLine = print, context: Context | None = None) -> None:
     """Install the bundle at ``bundle_path`` with ``args``; InstallError (one line) on failure.
 
     ``context`` (optional) is a prepared :class:`pyrauc.context.Context` (tests inject backends);
@@ -163,7 +142,7 @@ def install(bundle_path: str | os.PathLike[str], args: InstallArgs | None = None
     steps = Steps(progress)
     steps.begin("Installing", 100)
     try:
-        _Installation(Path(bundle_path), config, args or InstallArgs(), steps, log, context).run()
+        _Installation(Path(bundle_path), config, args or InstallArgs(), steps, context).run()
     except RaucError as exc:
         steps.fail_all()
         if isinstance(exc, InstallError):
@@ -179,13 +158,12 @@ class _Installation:
     """State of one run of the pipeline."""
 
     def __init__(self, path: Path, config: SystemConfig, args: InstallArgs, steps: Steps,
-                 log: ProgressLine, context: Context | None) -> None:
+                 context: Context | None) -> None:
         self.path = path
         self.context = context
         self.config = config
         self.args = args
         self.steps = steps
-        self.log = log
         self.mountprefix = (args.mountprefix or config.mountprefix or mount.DEFAULT_MOUNT_PREFIX).rstrip("/") \
             or "/"
         self.transaction = args.transaction_id or str(uuid.uuid4())
@@ -227,15 +205,7 @@ class _Installation:
         """Open, decrypt and verify the bundle."""
         self.steps.begin("Checking bundle", 40)
         self.steps.begin("Verifying signature", 40)
-        keyring = self.config.to_keyring()
-        if self.args.keyring_path is not None:
-            path = Path(self.args.keyring_path)
-            keyring = Keyring(path=path) if keyring is None else \
-                dataclasses.replace(keyring, path=path, directory=None)
-        encryption = self.config.encryption
-        bundle = open_bundle(self.path, keyring=keyring, verify=True, key=encryption.key, cert=encryption.cert,
-                             allowed_formats=self.config.bundle_formats,
-                             max_signature_size=self.config.max_bundle_signature_size, log=self.log)
+        bundle = BundleAccess.build(self.config, keyring=self.args.keyring_path).open(self.path)
         self.steps.done()
         self.steps.done()
         return bundle
@@ -284,7 +254,7 @@ class _Installation:
             skip = self._skip(plan)
             steps.done()
             if skip:
-                self.log(f"Skipping update for correct image {plan.job.image.filename}")
+                logger.info(f"Skipping update for correct image {plan.job.image.filename}")
                 steps.begin("Copying image skipped", start + span)
                 steps.done()
                 continue
@@ -298,11 +268,11 @@ class _Installation:
     def _activate(self, plans: list[_Plan]) -> None:
         """Mark the (root slots of the) installed slots active."""
         if not self.config.activate_installed:
-            self.log("Leaving target slot non-active (activate-installed=false)")
+            logger.info("Leaving target slot non-active (activate-installed=false)")
             return
         roots = {p.slot.root.name: p.slot.root for p in plans if p.slot.root.bootname is not None}
         for root in roots.values():
-            self.log(f"Marking target slot {root.name} as active")
+            logger.info(f"Marking target slot {root.name} as active")
             try:
                 mark.mark_active(self.ctx, root)
             except mark.MarkError as exc:
@@ -328,7 +298,7 @@ class _Installation:
             raise InstallError("Manifest contains no images")
         limit = self.config.min_bundle_version
         if limit and not self.args.ignore_version_limit:
-            if not mf.version or not version_at_least(mf.version, limit):
+            if not mf.version or not semver.at_least(mf.version, limit):
                 raise InstallError(f"Version mismatch: Expected at least '{limit}' but bundle manifest "
                                    f"has '{mf.version or ''}'")
 
@@ -375,7 +345,7 @@ class _Installation:
         """Mark the boot slot of a target bad before its first byte is written (once per slot)."""
         if boot_slot.bootname is None or boot_slot.name in marked:
             return
-        self.log(f"Marking target slot {boot_slot.name} as bad")
+        logger.info(f"Marking target slot {boot_slot.name} as bad")
         try:
             mark.mark_bad(self.ctx, boot_slot)
         except mark.MarkError as exc:
@@ -421,7 +391,7 @@ class _Installation:
         except RaucError as exc:
             if self.config.central_status:
                 raise
-            self.log(f"Failed to save status of slot {plan.slot.name}: {exc}")
+            logger.info(f"Failed to save status of slot {plan.slot.name}: {exc}")
 
     # -- environments --------------------------------------------------------------------------
     def _base_env(self, bundle: Bundle) -> dict[str, str]:
@@ -447,10 +417,10 @@ class _Installation:
 
 
 def run_cli_install(bundle: str, args: InstallArgs, *, config: SystemConfig, emit: ProgressLine,
-                    err: ProgressLine, log: ProgressLine = _no_log) -> int:
+                    err: ProgressLine) -> int:
     """Run :func:`install` with RAUC's client output; return the exit code (0/1)."""
     try:
-        install(bundle, args, config=config, progress=emit, log=log)
+        install(bundle, args, config=config, progress=emit)
     except RaucError as exc:
         emit(f"LastError: {exc}")
         err(f"Installing `{bundle}` failed")
@@ -459,5 +429,4 @@ def run_cli_install(bundle: str, args: InstallArgs, *, config: SystemConfig, emi
     return 0
 
 
-__all__: Sequence[str] = ("InstallArgs", "Steps", "install", "run_cli_install", "slot_info",
-                          "version_at_least")
+__all__: Sequence[str] = ("InstallArgs", "Steps", "install", "run_cli_install", "slot_info")

@@ -12,8 +12,10 @@ here; the individual signature checks use cryptography (``verify_directly_issued
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,13 @@ class Keyring:
     use_bundle_signing_time: bool = False
     allowed_signer_cns: tuple[str, ...] | None = None
     no_check_time: bool = False
+
+    def with_path(self, path: str | os.PathLike[str]) -> Keyring:
+        """This policy trusting the PEM file or OpenSSL hashed directory ``path`` instead."""
+        p = Path(path)
+        if p.is_dir():
+            return dataclasses.replace(self, path=None, directory=p)
+        return dataclasses.replace(self, path=p, directory=None)
 
 
 class _VerifyFail(Exception):
