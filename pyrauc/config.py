@@ -34,6 +34,8 @@ MOUNTABLE_TYPES: tuple[str, ...] = ("ext4", "ubifs", "vfat", "jffs2")
 BUNDLE_FORMATS: tuple[str, ...] = ("plain", "verity", "crypt")
 DEFAULT_MAX_BUNDLE_DOWNLOAD_SIZE = 8 * 1024 * 1024
 DEFAULT_MAX_BUNDLE_SIGNATURE_SIZE = 64 * 1024
+#: the largest max-bundle-signature-size accepted (an envelope for 100,000 EC recipients is ~25 MiB)
+MAX_BUNDLE_SIGNATURE_SIZE_LIMIT = 256 * 1024 * 1024
 PER_SLOT = "per-slot"
 
 _SIZE = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)\s*$")
@@ -233,6 +235,32 @@ def parse_bundle_formats(value: str) -> list[str]:
     return result
 
 
+def _check_parents(slots: dict[str, SlotConfig]) -> None:
+    """Refuse a slot that is its own parent or parents forming a loop (they would never reach a root)."""
+    for slot in slots.values():
+        seen = [slot.name]
+        parent = slot.parent
+        while parent is not None:
+            if parent in seen:
+                if parent == slot.name and len(seen) == 1:
+                    raise ConfigError(f"Slot '{slot.name}' cannot be its own parent")
+                raise ConfigError(f"Parent loop in slot configuration: {' -> '.join([*seen, parent])}")
+            seen.append(parent)
+            parent = slots[parent].parent
+
+
+def _check_bootnames(slots: dict[str, SlotConfig]) -> None:
+    """Each bootname names one slot: the bootloader could not tell two slots apart otherwise."""
+    owner: dict[str, str] = {}
+    for slot in slots.values():
+        if slot.bootname is None:
+            continue
+        if slot.bootname in owner:
+            raise ConfigError(f"Bootname '{slot.bootname}' is set on more than one slot "
+                              f"({owner[slot.bootname]}, {slot.name})")
+        owner[slot.bootname] = slot.name
+
+
 def _resolve(base: Path | None, value: str | None) -> str | None:
     if value is None or value.startswith("pkcs11:") or os.path.isabs(value) or base is None:
         return value
@@ -365,6 +393,10 @@ class _Parser:
             if value is not None:
                 if value == 0:
                     raise ConfigError(f"Invalid value ({value}) for {key}")
+                if key == "max-bundle-signature-size" and value > MAX_BUNDLE_SIGNATURE_SIZE_LIMIT:
+                    # the CMS is read into memory: an absurd limit lets any bundle exhaust it
+                    raise ConfigError(f"Invalid value ({value}) for {key}: must not exceed "
+                                      f"{MAX_BUNDLE_SIGNATURE_SIZE_LIMIT // (1024 * 1024)} MiB")
                 setattr(c, attr, value)
 
         formats = self.s(g, "bundle-formats")
@@ -535,3 +567,5 @@ class _Parser:
         for slot in c.slots.values():
             if slot.parent is not None and slot.parent not in c.slots:
                 raise ConfigError(f"Parent slot '{slot.parent}' not found!")
+        _check_parents(c.slots)
+        _check_bootnames(c.slots)

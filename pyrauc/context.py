@@ -139,6 +139,9 @@ def create_context(config: SystemConfig, *, override_boot_slot: str | None = Non
                    disk_root: str | os.PathLike[str] = "/dev/disk", mountinfo: str = mount.MOUNTINFO,
                    backend: Bootloader | None = None, require_booted: bool = True) -> Context:
     """Build the context; ContextError("Did not find booted slot ...") unless require_booted=False."""
+    data_dir = config.data_directory
+    if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ContextError(f"Failed to create data directory '{data_dir}': Not a directory")
     slots = build_slots(config)
     backend = backend or create_backend(config, slots)
     if override_boot_slot:

@@ -91,6 +91,7 @@ class SlotInfo:
     resize: bool = False
     region_start: int | None = None      # boot-gpt-switch region (bytes)
     region_size: int | None = None
+    size_limit: int | None = None        # [slot] size-limit: the largest image it takes (bytes)
 
 
 @dataclass
@@ -168,6 +169,9 @@ def precheck(job: ImageJob) -> str:
         method = check_combination(job.image_type, slot.type)
     if method in (COPY, TAR, EMPTYFS, GPT_SWITCH, "hook") and not os.path.exists(slot.device):
         raise InstallError(f"Slot device {slot.device} of slot {slot.name} does not exist")
+    if slot.size_limit is not None and job.image.size is not None and job.image.size > slot.size_limit:
+        raise InstallError(f"Image size ({job.image.size} bytes) exceeds size limit of slot {slot.name} "
+                           f"({slot.size_limit} bytes)")
     if method == COPY:
         need, have = image_size(job), device_size(slot.device)
         if need > have:
@@ -354,9 +358,11 @@ def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None 
 
 
 
-def should_skip(job: ImageJob, installed_sha256: str | None) -> bool:
-    """install-same=false and the slot already holds this image (status sha256 matches)."""
-    return (not job.slot.install_same and installed_sha256 is not None
+def should_skip(job: ImageJob, installed_sha256: str | None, installed_status: str | None) -> bool:
+    """install-same=false and the slot already holds this image: its stored sha256 matches and its
+    last install ended with status "ok" (RAUC >= 1.13: a slot whose copy was cut off by a power
+    loss keeps the new digest with status "pending" and must be written again)."""
+    return (not job.slot.install_same and installed_status == "ok" and installed_sha256 is not None
             and job.image.sha256 is not None and installed_sha256.lower() == job.image.sha256.lower())
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from pyrauc import handlers, hooks, mark, mount, semver, status
 from pyrauc.access import BundleAccess
-from pyrauc.bundle import Bundle
+from pyrauc.bundle import Bundle, check_payload
 from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context
 from pyrauc.errors import InstallError, RaucError
@@ -106,7 +106,7 @@ def slot_info(slot: Slot) -> handlers.SlotInfo:
         parent=slot.parent.name if slot.parent is not None else None, state=slot.state,
         readonly=slot.readonly, install_same=sc.install_same, extra_mkfs_opts=list(sc.extra_mkfs_opts),
         extra_mount_opts=sc.extra_mount_opts, resize=sc.resize, region_start=sc.region_start,
-        region_size=sc.region_size)
+        region_size=sc.region_size, size_limit=sc.size_limit)
 
 
 def _system_env(config: SystemConfig, system_info: dict[str, str], variant: str | None) -> dict[str, str]:
@@ -206,6 +206,10 @@ class _Installation:
         self.steps.begin("Checking bundle", 40)
         self.steps.begin("Verifying signature", 40)
         bundle = BundleAccess.build(self.config, keyring=self.args.keyring_path).open(self.path)
+        if self.config.perform_pre_check and not bundle.detached:
+            # the whole payload is authenticated before anything is mounted or written
+            logger.info("Verifying bundle payload... ")
+            check_payload(bundle)
         self.steps.done()
         self.steps.done()
         return bundle
@@ -338,7 +342,7 @@ class _Installation:
             st = status.load_slot_status(self.config, plan.slot)
         except RaucError:
             return False
-        return handlers.should_skip(plan.job, st.checksum_sha256)
+        return handlers.should_skip(plan.job, st.checksum_sha256, st.status)
 
     # -- slot updates --------------------------------------------------------------------------
     def _mark_target_bad(self, boot_slot: Slot, marked: set[str]) -> None:

@@ -17,7 +17,7 @@ import logging
 from pyrauc import status
 from pyrauc.context import Context
 from pyrauc.errors import RaucError
-from pyrauc.slots import Slot, resolve_identifier
+from pyrauc.slots import Slot, other_boot_slots, resolve_identifier
 
 log = logging.getLogger(__name__)
 
@@ -84,4 +84,19 @@ def mark_run(context: Context, state: str, identifier: str) -> str:
         (mark_good if good else mark_bad)(context, slot)
     except MarkError as exc:
         raise exc.prefixed(f"failed to mark slot {slot.name} as {word}: ") from exc
+    if good and context.config.prevent_late_fallback and context.booted is not None \
+            and slot is context.booted.root:
+        _prevent_late_fallback(context, slot)
     return f"marked slot {slot.name} as {word}"
+
+
+def _prevent_late_fallback(context: Context, booted: Slot) -> None:
+    """``prevent-late-fallback=true``: once the booted slot is good, the others of its class are
+    marked bad, so that a later boot failure cannot fall back to an older system."""
+    for other in other_boot_slots(context.slots, booted):
+        try:
+            mark_bad(context, other)
+        except MarkError as exc:
+            raise exc.prefixed(f"failed to mark slot {other.name} as bad: ") from exc
+        log.info("Marked slot %s as bad (prevent-late-fallback)", other.name)
+

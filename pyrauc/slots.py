@@ -163,6 +163,12 @@ def determine_target_group(slots: dict[str, Slot]) -> dict[str, Slot]:
     return targets
 
 
+def other_boot_slots(slots: dict[str, Slot], booted: Slot) -> list[Slot]:
+    """The boot slots of ``booted``'s class other than ``booted`` itself (RAUC's "other")."""
+    return [s for s in slots.values() if s.parent is None and s.sclass == booted.sclass
+            and s is not booted and s.bootname is not None]
+
+
 def resolve_identifier(slots: dict[str, Slot], booted: Slot | None, identifier: str) -> Slot:
     """``booted``, ``other`` or a slot name -> slot (used by ``rauc status mark-*``)."""
     if identifier == "booted":
@@ -172,9 +178,7 @@ def resolve_identifier(slots: dict[str, Slot], booted: Slot | None, identifier: 
     if identifier == "other":
         if booted is None:
             raise SlotError("Did not find booted slot")
-        broot = booted.root
-        others = [s for s in slots.values() if s.parent is None and s.sclass == broot.sclass
-                  and s is not broot and s.bootname is not None]
+        others = other_boot_slots(slots, booted.root)
         if not others:
             raise SlotError("No other bootable slot found")
         if len(others) > 1:

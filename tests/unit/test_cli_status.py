@@ -110,6 +110,19 @@ def test_mark(tmp_path: Path, efi: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert rc == 1 and err.startswith("rauc mark: ")
 
 
+def test_prevent_late_fallback(tmp_path: Path, efi: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Marking the booted slot good also marks the other slot of its class bad (RAUC's option)."""
+    conf = write_conf(tmp_path)
+    rc, out, _ = run(["status", "mark-good", "-c", str(conf)], capsys)
+    assert rc == 0 and json.loads(efi.read_text())["order"] == ["0002", "0001"]     # default: A stays
+    rc, out, err = run(["status", "mark-good", "-c", str(conf), "-C", "system:prevent-late-fallback=true"], capsys)
+    assert (rc, out) == (0, "rauc status: marked slot efi.1 as good\n"), err
+    assert json.loads(efi.read_text())["order"] == ["0002"]                         # efi.0 is out
+    rc, out, _ = run(["status", "mark-good", "other", "-c", str(conf), "-C", "system:prevent-late-fallback=true"],
+                     capsys)
+    assert rc == 0 and json.loads(efi.read_text())["order"] == ["0001", "0002"]     # only for the booted slot
+
+
 def test_status_errors(tmp_path: Path, efi: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conf = write_conf(tmp_path)
     assert run(["status", "frobnicate", "-c", str(conf)], capsys)[2] == "unknown subcommand frobnicate\n"

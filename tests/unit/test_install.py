@@ -188,6 +188,45 @@ def test_install_same_skip_and_transaction(target: Target) -> None:
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
 
+def test_install_same_rewrites_a_slot_cut_off_by_power_loss(target: Target) -> None:
+    """install-same=false skips only a slot whose last install ended with status=ok (RAUC 1.13)."""
+    write_conf(target, slot1="install-same=false")
+    bundle = make_bundle(target, "raw", {"rootfs": ("rootfs.img", b"r" * 65536)})
+    assert install(target, bundle).returncode == 0
+    # a later install was cut off after "pending" was written: same digest, half a slot
+    central = target.dir / "data" / "central.raucs"
+    central.write_text(central.read_text().replace("status=ok", "status=pending"))
+    target.slot1.write_bytes(b"r" * 4096 + b"\0" * (SLOT_SIZE - 4096))
+    proc = install(target, bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " 90% Copying image to rootfs.1" in proc.stdout.splitlines()
+    assert target.slot1.read_bytes()[:65536] == b"r" * 65536
+    assert target.status().get_string("slot.rootfs.1", "status") == "ok"
+
+
+def test_size_limit_refuses_before_writing(target: Target) -> None:
+    write_conf(target, slot1="size-limit=32K")
+    bundle = make_bundle(target, "big", {"rootfs": ("rootfs.img", b"x" * 65536)})
+    expect_failure(install(target, bundle), bundle,
+                   "Image size (65536 bytes) exceeds size limit of slot rootfs.1 (32768 bytes)")
+    assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
+    write_conf(target, slot1="size-limit=64K")
+    assert install(target, bundle).returncode == 0
+
+
+def test_perform_pre_check_catches_a_corrupted_payload_before_mounting(target: Target) -> None:
+    """With perform-pre-check the verity payload is checked in user space before anything else."""
+    bundle = make_bundle(target, "v", {"rootfs": ("rootfs.img", os.urandom(65536))}, fmt="verity")
+    data = bytearray(bundle.read_bytes())
+    data[100] ^= 0x01                       # a squashfs byte: the signature (over the manifest) still verifies
+    bundle.write_bytes(bytes(data))
+    write_conf(target, extra_system="perform-pre-check=true")
+    proc = install(target, bundle)
+    expect_failure(proc, bundle, "bundle payload is corrupted")
+    assert " 20% Checking bundle failed." in proc.stdout.splitlines()
+    assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
+
+
 def _ext4_image(path: Path, files: dict[str, bytes]) -> bytes:
     src = path.parent / (path.name + ".d")
     src.mkdir()
