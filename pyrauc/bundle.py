@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 
@@ -36,6 +36,7 @@ PLAIN_MAX_PAYLOAD = 2**31 - 1
 COPY_CHUNK = 4 * 1024 * 1024
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 
 logger = logging.getLogger(__name__)
@@ -402,6 +403,16 @@ def read_framing(path: Path, max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZ
     return payload_size, cms
 
 
+def _parsed(parse: Callable[[bytes], T], cms: bytes) -> T:
+    """``parse(cms)``, with RAUC's message for a CMS that is not one."""
+    try:
+        return parse(cms)
+    except SignatureError as e:
+        if str(e) != "Failed to parse CMS":
+            raise
+        raise BundleError("Invalid bundle format: Signature data is no valid CMS") from e
+
+
 def open_bundle(
     path: Path | str,
     *,
@@ -418,7 +429,7 @@ def open_bundle(
     """
     path = Path(path)
     size, cms = read_framing(path, max_signature_size)
-    kind = signature.cms_type(cms)
+    kind = _parsed(signature.cms_type, cms)
     encrypted = False
     sigdata = cms
     if kind == "envelopedData":
@@ -433,11 +444,11 @@ def open_bundle(
         except RaucError as e:
             raise e.prefixed("Failed to decrypt bundle: ") from e
         encrypted = True
-        kind = signature.cms_type(sigdata)
+        kind = _parsed(signature.cms_type, sigdata)
     if kind != "signedData":
         raise SignatureError(f"Expected CMS of type 'pkcs7-signedData' but got '{kind}'")
 
-    content = signature.cms_content(sigdata)
+    content = _parsed(signature.cms_content, sigdata)
     detached = content is None
     verified: Verified | None = None
     if verify:

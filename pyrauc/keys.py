@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -52,9 +53,11 @@ def load_cert(spec: str) -> x509.Certificate:
         raise KeyLoadError(f"failed to parse cert file '{spec}': bad end line")
     block = data[start:end + len(b"-----END CERTIFICATE-----")] + b"\n"
     try:
-        return x509.load_pem_x509_certificate(block)
+        cert = x509.load_pem_x509_certificate(block)
     except ValueError as exc:
         raise KeyLoadError(f"failed to parse cert file '{spec}': {_reason(exc)}") from exc
+    _check(cert, spec)
+    return cert
 
 
 def load_certs(path: str) -> list[x509.Certificate]:
@@ -72,7 +75,40 @@ def load_certs(path: str) -> list[x509.Certificate]:
         raise KeyLoadError(f"failed to parse cert file '{path}': {_reason(exc)}") from exc
     if len(certs) != begins:
         raise KeyLoadError(f"failed to parse cert file '{path}': bad base64 decode")
+    for cert in certs:
+        _check(cert, path)
     return certs
+
+
+def _check(cert: x509.Certificate, path: str) -> None:
+    problem = certificate_problem(cert)
+    if problem is not None:
+        raise KeyLoadError(f"failed to parse cert file '{path}': {problem}")
+
+
+def certificate_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` cannot be used (OpenSSL flags it invalid or cannot use its key), or None.
+
+    cryptography loads certificates lazily: a duplicated extension or a public key that is not a
+    valid key would otherwise surface as an exception deep inside signing, verification or
+    encryption.
+    """
+    try:
+        cert.extensions  # noqa: B018 - parse them now
+    except x509.DuplicateExtension as exc:
+        return f"duplicate extension {exc.oid.dotted_string}"
+    except ValueError as exc:
+        return f"invalid extensions: {_reason(exc)}"
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        return f"invalid public key: {_reason(exc)}"
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        if numbers.n % 2 == 0 or numbers.n.bit_length() < 512 or numbers.e % 2 == 0 \
+                or not 3 <= numbers.e < numbers.n:
+            return "invalid public key: degenerate RSA modulus or exponent"
+    return None
 
 
 def load_private_key(spec: str) -> PrivateKey:

@@ -37,9 +37,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.x509.oid import NameOID
 
 from pyrauc.certformat import content_type_name, dump_cert, format_cert_chain, format_name, utc
+from pyrauc.der import normalize
 from pyrauc.errors import SignatureError
 from pyrauc.keyring import ChainVerifier, Keyring
-from pyrauc.keys import PrivateKey
+from pyrauc.keys import PrivateKey, certificate_problem
 
 __all__ = [
     "Keyring", "Verified", "cms_add_signer", "cms_certificates", "cms_content", "cms_sign", "cms_type",
@@ -89,13 +90,30 @@ def _fail(reason: str) -> SignatureError:
     return SignatureError(f"signature verification failed: {reason}")
 
 
-def _parse_content_info(der: bytes) -> cms.ContentInfo:
+_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError)
+
+
+def _load(der: bytes, full: bool) -> cms.ContentInfo:
+    ci = cms.ContentInfo.load(der, strict=True)
+    if full:
+        ci.native  # noqa: B018 - asn1crypto parses lazily: find every error now, not somewhere later
+    else:
+        ci["content_type"].dotted  # noqa: B018
+    return ci
+
+
+def _parse_content_info(der: bytes, full: bool = False) -> cms.ContentInfo:
+    """The ContentInfo of the DER (or BER, as OpenSSL reads it) ``der``; ``full``: every field
+    parsed now. SignatureError("Failed to parse CMS") for anything else."""
     try:
-        ci = cms.ContentInfo.load(der)
-        ci["content_type"].dotted  # noqa: B018 - forces parsing
-        return ci
-    except (ValueError, TypeError) as exc:
-        raise SignatureError(f"Failed to parse CMS: {exc}") from exc
+        return _load(der, full)
+    except _PARSE_ERRORS:
+        pass
+    try:
+        return _load(normalize(der), full)
+    except _PARSE_ERRORS as exc:
+        log.debug("CMS parse error: %s", str(exc).replace("\n", " "))
+        raise SignatureError("Failed to parse CMS") from None
 
 
 def _signed_data(der: bytes) -> cms.SignedData:
@@ -104,13 +122,9 @@ def _signed_data(der: bytes) -> cms.SignedData:
     if oid != "1.2.840.113549.1.7.2":
         raise SignatureError(
             f"Expected CMS of type 'pkcs7-signedData' but got '{content_type_name(oid)}'")
-    try:
-        sd = ci["content"]
-        sd["version"].native  # noqa: B018 - forces parsing
-    except (ValueError, TypeError) as exc:
-        raise SignatureError(f"Failed to parse CMS: {exc}") from exc
+    sd = _parse_content_info(der, full=True)["content"]
     if not isinstance(sd, cms.SignedData):
-        raise SignatureError("Failed to parse CMS: no SignedData content")
+        raise SignatureError("Failed to parse CMS")
     return sd
 
 
@@ -322,8 +336,8 @@ def cms_certificates(der: bytes) -> list[x509.Certificate]:
     try:
         return [x509.load_der_x509_certificate(c.chosen.dump())
                 for c in (sd["certificates"] or []) if c.name == "certificate"]
-    except ValueError as exc:
-        raise SignatureError(f"Failed to parse CMS: {exc}") from exc
+    except ValueError:
+        raise SignatureError("Failed to parse CMS") from None
 
 
 def _signing_time(si: cms.SignerInfo) -> dt.datetime | None:
@@ -364,6 +378,16 @@ def _find_signer_cert(si: cms.SignerInfo, certs: Sequence[x509.Certificate]) -> 
     return None
 
 
+#: signatureAlgorithm names (asn1crypto's) and the key type each needs
+_SIGNATURE_ALGORITHMS: dict[str, type | tuple[type, ...]] = {
+    **{name: rsa.RSAPublicKey for name in ("rsassa_pkcs1v15", "rsassa_pss", "sha1_rsa", "sha224_rsa",
+                                           "sha256_rsa", "sha384_rsa", "sha512_rsa")},
+    **{name: ec.EllipticCurvePublicKey for name in ("ecdsa", "sha1_ecdsa", "sha224_ecdsa", "sha256_ecdsa",
+                                                    "sha384_ecdsa", "sha512_ecdsa")},
+    "ed25519": ed25519.Ed25519PublicKey, "ed448": ed448.Ed448PublicKey,
+}
+
+
 def _verify_signer_signature(si: cms.SignerInfo, cert: x509.Certificate, data: bytes,
                              prehashed: bool) -> None:
     """Check the SignerInfo signature over ``data`` (signed attrs DER, or the content digest)."""
@@ -377,6 +401,10 @@ def _verify_signer_signature(si: cms.SignerInfo, cert: x509.Certificate, data: b
     sig_name = sig_alg["algorithm"].native
     signature = si["signature"].native
     pub = cert.public_key()
+    family = _SIGNATURE_ALGORITHMS.get(sig_name)
+    if family is None or not isinstance(pub, family):
+        # an unknown or mismatching algorithm is never taken for another one
+        raise _fail(f"unsupported signature algorithm {sig_alg['algorithm'].dotted}")
     try:
         if isinstance(pub, rsa.RSAPublicKey):
             if sig_name == "rsassa_pss":
@@ -418,8 +446,12 @@ def cms_verify(der: bytes, keyring: Keyring, *, detached_path: Path | str | None
                  for c in (sd["certificates"] or []) if c.name == "certificate"]
         econtent = sd["encap_content_info"]["content"].native
         econtent_type = sd["encap_content_info"]["content_type"].dotted
-    except (ValueError, TypeError) as exc:
-        raise SignatureError(f"Failed to parse CMS: {exc}") from exc
+    except _PARSE_ERRORS:
+        raise SignatureError("Failed to parse CMS") from None
+    for cert in certs:
+        problem = certificate_problem(cert)
+        if problem is not None:
+            raise _fail(f"invalid certificate ({format_name(cert.subject)}): {problem}")
 
     signing_time = _signing_time(signer_infos[0]) if len(signer_infos) == 1 else None
     when = _verification_time(keyring, signer_infos, signing_time, at)
