@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import assemble, config, pki, pyrauc_install, rootfs
-from .common import SOURCE_DATE_EPOCH, Hasher, log, run, stage
+from .common import SOURCE_DATE_EPOCH, Hasher, log, out_dir, run, stage
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def _build(cache: Path, force: bool) -> Image:
         written = pyrauc_install.install_pyrauc(tree, pydeps)
         return written + config.write_target_config(tree, b.pki / "ca.cert.pem", b.ssh_key.with_suffix(".pub"))
 
-    variant = Variant("image", cache / "out", cache, "hard-linked rootfs + pyrauc venv + target config", fill,
+    variant = Variant("image", out_dir(cache), cache, "hard-linked rootfs + pyrauc venv + target config", fill,
                       {"rootfs": b.rootfs_key, "pydeps": pydeps_key, "esp": b.esp_key,
                        "pyrauc_source": pyrauc_install.source_key()})
     return finish_image(variant, key, b, force, t0)

@@ -38,6 +38,11 @@ def rauc_variant(override: str | None = None) -> str:
     return value
 
 
+def out_dir(cache: Path, variant: str = "pyrauc") -> Path:
+    """The builder's output directory of VARIANT: CACHE/out (pyrauc) or CACHE/out-<variant> (the lab reads it)."""
+    return cache / ("out" if variant == "pyrauc" else f"out-{variant}")
+
+
 def log(msg: str) -> None:
     """One progress line on stderr, flushed at once."""
     print(f"[images] {msg}", file=sys.stderr, flush=True)

@@ -17,16 +17,12 @@ from pathlib import Path
 
 from . import assemble, config
 from .build import Image, Variant, build_base, build_lock, finish_image
-from .common import Hasher
+from .common import Hasher, out_dir
 
 VARIANT = "debian"
 EXTRA_PACKAGES = ["rauc", "rauc-service"]
 RAUC_BIN = "/usr/bin/rauc"
 DESCRIPTION = "Debian rauc 1.8 (/usr/bin/rauc, rauc.service)"
-
-
-def out_dir(cache: Path) -> Path:
-    return cache / f"out-{VARIANT}"
 
 
 def mark_good_unit() -> str:
@@ -66,6 +62,7 @@ def _build(cache: Path, force: bool) -> Image:
     def fill(tree: Path) -> list[Path]:
         return write_target_config(tree, b.pki / "ca.cert.pem", b.ssh_key.with_suffix(".pub"))
 
-    variant = Variant(f"image ({VARIANT})", out_dir(cache), own, "hard-linked rootfs (Debian rauc 1.8) + target config",
-                      fill, {"rauc": DESCRIPTION, "rootfs": b.rootfs_key, "esp": b.esp_key})
+    variant = Variant(f"image ({VARIANT})", out_dir(cache, VARIANT), own,
+                      "hard-linked rootfs (Debian rauc 1.8) + target config", fill,
+                      {"rauc": DESCRIPTION, "rootfs": b.rootfs_key, "esp": b.esp_key})
     return finish_image(variant, key, b, force, t0)

@@ -2,8 +2,12 @@
 
 labs/qemu.yaml reads everything run-specific from LG_* variables (labgrid only maps LG_* into
 ``!template``), so ``export_env()`` must run before labgrid loads the YAML; ``prepare()`` creates the
-files before the first power-on. tests/lab/conftest.py calls both; outside pytest use
-``python -m labs.lab RUN_DIR`` and eval its output.
+files before the first power-on. labs/pytest_lab.py and tests/lab/conftest.py call both; outside
+pytest use ``python -m labs.lab RUN_DIR`` and eval its output.
+
+Every run directory gets its own disk overlay and NVRAM, both qcow2 so that QEMU can keep the
+booted-VM snapshot in them (the strategy's ``restored`` state); several runs (pytest-xdist
+workers, or two lab sessions) on one host never share a writable file.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from images.common import cache_dir, rauc_variant
+from images.common import out_dir as image_out_dir
+from images.nvram import OVMF_CODE
+
 REPO = Path(__file__).resolve().parent.parent
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+__all__ = ["cache_dir", "rauc_variant"]      # the builder's, re-exported for the lab tests and benchmarks
 
 
 @dataclass(frozen=True)
@@ -82,32 +90,12 @@ def choose_accel() -> Accel:
 
 def run_paths(run_dir: Path) -> dict[str, Path]:
     vm = run_dir / "vm"
-    return {"vm": vm, "base": vm / "disk.img", "disk": vm / "disk.qcow2", "vars": vm / "OVMF_VARS.fd"}
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("PYRAUC_IMAGE_CACHE")
-    return Path(env).resolve() if env else REPO / "images" / "cache"
-
-
-RAUC_VARIANTS = ("pyrauc", "debian")   # as images.common.RAUC_VARIANTS
-
-
-def rauc_variant() -> str:
-    """Which rauc the lab target runs: $PYRAUC_LAB_RAUC, 'pyrauc' (default) or 'debian' (C rauc 1.8).
-
-    The image builder (``python -m images --rauc``) reads the same variable.
-    """
-    value = (os.environ.get("PYRAUC_LAB_RAUC") or "pyrauc").lower()
-    if value not in RAUC_VARIANTS:
-        raise ValueError(f"PYRAUC_LAB_RAUC={value!r}: expected one of {', '.join(RAUC_VARIANTS)}")
-    return value
+    return {"vm": vm, "base": vm / "disk.img", "disk": vm / "disk.qcow2", "vars": vm / "OVMF_VARS.qcow2"}
 
 
 def out_dir() -> Path:
-    """The image builder's output directory of the selected variant (out/ or out-debian/)."""
-    variant = rauc_variant()
-    return cache_dir() / ("out" if variant == "pyrauc" else f"out-{variant}")
+    """The image builder's output directory of the selected variant ($PYRAUC_LAB_RAUC: out/ or out-debian/)."""
+    return image_out_dir(cache_dir(), rauc_variant())
 
 
 def export_env(run_dir: Path) -> dict[str, str]:
@@ -121,7 +109,7 @@ def export_env(run_dir: Path) -> dict[str, str]:
         "LG_QEMU_EXTRA_ARGS": " ".join([
             accel.args,
             f"-drive if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-            f"-drive if=pflash,format=raw,unit=1,file={paths['vars']}",
+            f"-drive if=pflash,format=qcow2,unit=1,file={paths['vars']}",
         ]),
         "LG_QEMU_ACCEL": accel.name,
     }
@@ -140,7 +128,9 @@ def sha256_cached(path: Path) -> str:
             return str(data["sha256"])
     out = subprocess.run(["sha256sum", str(path)], check=True, capture_output=True, text=True).stdout
     digest = out.split()[0]
-    memo.write_text(json.dumps({"stamp": stamp, "sha256": digest}) + "\n")
+    tmp = memo.with_name(f"{memo.name}.{os.getpid()}")      # concurrent sessions: atomic replace
+    tmp.write_text(json.dumps({"stamp": stamp, "sha256": digest}) + "\n")
+    tmp.replace(memo)
     return digest
 
 
@@ -168,7 +158,10 @@ def prepare(run_dir: Path, *, build: bool = True) -> str:
     paths["disk"].unlink(missing_ok=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw",
                     str(paths["disk"])], check=True)
-    paths["vars"].write_bytes(vars_src.read_bytes())
+    # qcow2 NVRAM: savevm needs every writable drive to support snapshots (the VM state lands here)
+    paths["vars"].unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(vars_src), str(paths["vars"])],
+                   check=True)
     accel = choose_accel()
     info = json.loads((out / "build.json").read_text())
     summary = (f"lab: booting {disk} (sha256 {sha256_cached(disk)[:16]}, build key {info['key']}, "

@@ -1,15 +1,24 @@
-"""pytest hooks of the lab suite (re-exported by tests/lab/conftest.py; also loadable with
-``-p labs.pytest_lab`` so that ``pytest --lg-env labs/qemu.yaml`` works without naming tests/lab).
+"""pytest hooks of the lab (loaded by the top-level conftest; also ``-p labs.pytest_lab``), and the time budget.
 
 * pytest_configure (tryfirst, i.e. before labgrid loads the YAML): results/<timestamp>/ with
   junit.xml and labgrid console logs unless --junitxml / --lg-log are given; the LG_* variables
-  of labs/qemu.yaml (labs.lab.export_env).
+  of labs/qemu.yaml (labs.lab.export_env). Under pytest-xdist every worker has its own
+  subdirectory (results/<timestamp>/gw0/ ...: VM files, console log), so nothing collides; two
+  sessions at once get two timestamped directories.
+* pytest_collection_modifyitems: under pytest-xdist (``-n N --dist loadgroup``) each lab module
+  is one group (it shares one target) and the host suites are one group, which keeps them
+  serial in one worker as without xdist.
 * pytest_runtest_setup: without --lg-env, skip tests that use the ``strategy`` fixture before
   labgrid's own hook trips over the missing environment.
+* pytest_terminal_summary: summary.txt with every lab test (outcome, duration), each suite's wall
+  time and how its target started (booted / restored), against the time budget below. The
+  budget is soft: going over prints ``OVER BUDGET`` (and a ``::warning::`` line for CI) but does
+  not change the exit status; benchmarks/bench_lab.py tracks the numbers over time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -22,30 +31,88 @@ from labs import lab
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = pytest.StashKey[Path]()
+SESSION_DIR = pytest.StashKey[Path]()
+MODULES_FILE = "lab-modules.jsonl"
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+# Wall-time budget in seconds, per suite and in total, on a 2-core TCG host (issue 14). A lab suite
+# is one module of tests/lab; "tests/lab" is the whole lab, "total" this pytest run.
+BUDGET = {
+    "tests/lab/test_smoke.py": 120.0,
+    "tests/lab/test_snapshot.py": 90.0,
+    "tests/lab/test_sessions.py": 150.0,
+    "tests/lab/test_target_install.py": 240.0,
+    "tests/lab/test_tutorial.py": 360.0,
+    "tests/lab": 600.0,
+    "tests/unit": 600.0,
+    "tests/interop": 300.0,
+    "total": 1800.0,
+}
 
 
 def lab_requested(config: pytest.Config) -> bool:
     return bool(getattr(config.option, "lg_env", None) or os.environ.get("LG_ENV"))
 
 
+def worker_id() -> str | None:
+    """The pytest-xdist worker this process is ('gw0', ...), None in the controller or without xdist."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
 def run_dir(config: pytest.Config) -> Path:
-    """This session's results directory."""
+    """This process's results directory (the session's, or its worker's subdirectory)."""
     return config.stash.get(RUN_DIR, REPO / "results" / "adhoc")
+
+
+def session_dir(config: pytest.Config) -> Path:
+    """The session's results directory (shared by its xdist workers)."""
+    return config.stash.get(SESSION_DIR, REPO / "results" / "adhoc")
+
+
+def _new_results_dir() -> Path:
+    """results/<timestamp>/, or <timestamp>-2 ... when another session started in the same second."""
+    base = REPO / "results" / time.strftime("%Y%m%d-%H%M%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 100):
+        d = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free results directory next to {base}")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     if not lab_requested(config) or RUN_DIR in config.stash:
         return
+    worker = worker_id()
     given = os.environ.get("PYRAUC_RESULTS_DIR")
-    d = Path(given) if given else REPO / "results" / time.strftime("%Y%m%d-%H%M%S")
+    session = Path(given) if given else _new_results_dir()
+    session.mkdir(parents=True, exist_ok=True)
+    # the xdist workers start after this hook and inherit the environment: one session directory
+    os.environ["PYRAUC_RESULTS_DIR"] = str(session)
+    d = session / worker if worker else session
     d.mkdir(parents=True, exist_ok=True)
+    config.stash[SESSION_DIR] = session
     config.stash[RUN_DIR] = d
-    if getattr(config.option, "xmlpath", None) is None:
-        config.option.xmlpath = str(d / "junit.xml")
-    if not getattr(config.option, "lg_log", None):
+    if getattr(config.option, "xmlpath", None) is None and not worker:
+        config.option.xmlpath = str(session / "junit.xml")
+    if worker or not getattr(config.option, "lg_log", None):
         config.option.lg_log = str(d)
     lab.export_env(d)
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    path = item.nodeid.split("::", 1)[0]
+    return path if path.startswith("tests/lab/") else "host-suites"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "loadgroup":
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -54,25 +121,103 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("missing environment config (use --lg-env)")
 
 
+def record_module(config: pytest.Config, module: str, how: str, seconds: float) -> None:
+    """Note how a lab module's target started ('booted' / 'restored' / 'reused') and how long it took.
+
+    Appended to the session's lab-modules.jsonl (the xdist workers share it) and, without xdist,
+    printed at once.
+    """
+    entry = {"module": module, "start": how, "seconds": round(seconds, 1), "worker": worker_id() or "main"}
+    with (session_dir(config) / MODULES_FILE).open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and worker_id() is None:
+        reporter.write_line(f"\nlab: {module}: target {how} in {seconds:.1f} s")
+
+
+def _suite(nodeid: str) -> str:
+    """tests/lab/test_x.py for lab tests, tests/<dir> for the others."""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/lab/"):
+        return path
+    parts = path.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else path
+
+
+def _walls(reports: list[Any]) -> dict[str, float]:
+    """Wall time per suite, per lab and in total: first start to last stop of their reports."""
+    spans: dict[str, list[float]] = {}
+    for r in reports:
+        start, stop = getattr(r, "start", None), getattr(r, "stop", None)
+        if start is None or stop is None:
+            continue
+        keys = [_suite(r.nodeid), "total"]
+        if r.nodeid.startswith("tests/lab/"):
+            keys.append("tests/lab")
+        for key in keys:
+            span = spans.setdefault(key, [start, stop])
+            span[0], span[1] = min(span[0], start), max(span[1], stop)
+    return {k: v[1] - v[0] for k, v in spans.items()}
+
+
+def _module_starts(config: pytest.Config) -> dict[str, dict[str, Any]]:
+    path = session_dir(config) / MODULES_FILE
+    starts: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            starts[entry["module"]] = entry
+    return starts
+
+
+def budget_lines(walls: dict[str, float], starts: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per suite (lab suites first), then the lab and the total: wall time against the budget."""
+    order = sorted(k for k in walls if k.startswith("tests/lab/"))
+    order += [k for k in ("tests/lab",) if k in walls]
+    order += sorted(k for k in walls if k.startswith("tests/") and not k.startswith("tests/lab"))
+    order += ["total"]
+    lines = [f"{'suite':<40} {'wall':>8} {'budget':>8}  target start"]
+    for key in order:
+        wall = walls[key]
+        budget = BUDGET.get(key)
+        verdict = "" if budget is None else ("ok" if wall <= budget else "OVER BUDGET")
+        start = starts.get(key)
+        how = f"  {start['start']} in {start['seconds']:.1f} s ({start['worker']})" if start else ""
+        budget_text = f"{budget:7.0f}s" if budget is not None else f"{'-':>8}"
+        lines.append(f"{key:<40} {wall:7.1f}s {budget_text}  {verdict:<11}{how}".rstrip())
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Write summary.txt: every lab test with its outcome and duration, and the total."""
-    if RUN_DIR not in config.stash:
+    """Write summary.txt: every lab test with its outcome and duration, suite wall times, the budget."""
+    if RUN_DIR not in config.stash or worker_id() is not None:
         return
     rows: list[tuple[str, str, float]] = []
-    for outcome in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
-        for report in terminalreporter.stats.get(outcome, []):
+    reports: list[Any] = []
+    for category, stats in terminalreporter.stats.items():   # "" holds the passed setup/teardown reports
+        for report in stats:
             nodeid = getattr(report, "nodeid", "")
-            if "tests/lab/" not in nodeid or getattr(report, "when", "call") not in ("call", "setup"):
+            if not nodeid.startswith("tests/") or not hasattr(report, "when"):
                 continue
-            if report.when == "setup" and outcome == "passed":
+            reports.append(report)
+            if category not in OUTCOMES or not nodeid.startswith("tests/lab/") or report.when == "teardown":
                 continue
-            rows.append((nodeid.split("tests/lab/", 1)[1], outcome, float(getattr(report, "duration", 0.0))))
-    if not rows:
+            if report.when == "setup" and category == "passed":
+                continue
+            rows.append((nodeid.split("tests/lab/", 1)[1], category, float(report.duration)))
+    walls = _walls(reports)
+    if "tests/lab" not in walls:
         return
     total = sum(r[2] for r in rows)
     lines = [f"{name:<80} {outcome:<8} {secs:8.1f} s" for name, outcome, secs in rows]
     lines.append(f"{'total (test calls)':<80} {'':<8} {total:8.1f} s")
+    lines.append("")
+    lines += budget_lines(walls, _module_starts(config))
     text = "\n".join(lines) + "\n"
-    (run_dir(config) / "summary.txt").write_text(text)
-    terminalreporter.write_sep("-", f"lab summary ({run_dir(config) / 'summary.txt'})")
+    (session_dir(config) / "summary.txt").write_text(text)
+    terminalreporter.write_sep("-", f"lab summary and time budget ({session_dir(config) / 'summary.txt'})")
     terminalreporter.write(text)
+    for key, wall in walls.items():
+        budget = BUDGET.get(key)
+        if budget is not None and wall > budget:
+            terminalreporter.write_line(f"::warning::{key} took {wall:.0f} s, over its budget of {budget:.0f} s")

@@ -1,9 +1,15 @@
-"""Lab suite fixtures: results directory, image build + per-run VM files, the booted target.
+"""Lab suite fixtures: the image build + per-run VM files, the strategy, a pristine target per module.
 
-Run: ``.venv/bin/pytest --lg-env labs/qemu.yaml tests/lab`` (root: the image builder needs it).
-Without --lg-env labgrid's ``env`` fixture skips every lab test; host suites still run.
-Results go to results/<timestamp>/: junit.xml (unless --junitxml is given), labgrid console logs
-(--lg-log, unless given), lab.txt (what was booted and how).
+Run: ``.venv/bin/pytest --lg-env labs/qemu.yaml tests/lab`` (root: the image builder needs it);
+``-n 2 --dist loadgroup`` runs the modules on two targets at once. Without --lg-env labgrid's
+``env`` fixture skips every lab test; host suites still run. Results go to results/<timestamp>/
+(hooks in labs/pytest_lab.py): junit.xml, labgrid console logs, lab.txt (what was booted and how),
+summary.txt (per test, per suite, the time budget).
+
+Every test module starts on a pristine target: the session boots once through the firmware and
+saves the VM; each further module gets that snapshot loaded (strategy state ``restored``), so no
+module sees what another one did. Tests that prove a slot switch, a fallback or a power cut reboot
+through the firmware inside the module (``strategy.reboot()``, ``strategy.power_cycle()``).
 """
 
 from __future__ import annotations
@@ -16,12 +22,10 @@ from typing import Any
 import pytest
 
 from labs import lab, pytest_lab
-from tests.lab.target import rauc_flavour, run
+from tests.lab.target import RaucTargetDriver
 
 # the hooks (results dir, LG_* variables, skips without --lg-env) come from labs.pytest_lab,
 # loaded by the top-level conftest
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +43,7 @@ def lab_run(request: pytest.FixtureRequest, env: Any, record_testsuite_property:
     (run_dir / "lab.txt").write_text(summary + "\n")
     record_testsuite_property("LAB", summary)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    if reporter is not None and pytest_lab.worker_id() is None:
         reporter.write_line(summary)
     yield run_dir
     if qemu:
@@ -48,24 +52,32 @@ def lab_run(request: pytest.FixtureRequest, env: Any, record_testsuite_property:
 
 @pytest.fixture(scope="session")
 def strategy(lab_run: Path, target: Any) -> Any:
-    """The target in the shell state (console login + SSH)."""
+    """The lab strategy, its target booted once through the firmware (and, on QEMU, snapshotted)."""
     s = target.get_driver("PyraucLabStrategy")
-    s.transition("shell")
-    print(f"\nlab: boot to SSH took {s.last_boot_seconds:.1f} s")
-    with (lab_run / "boot-times.txt").open("a") as f:
-        f.write(f"first boot to SSH: {s.last_boot_seconds:.1f} s\n")
+    s.transition("restored")
+    with (lab_run / "lab.txt").open("a") as f:
+        f.write(f"first boot to SSH: {s.last_boot_seconds:.1f} s; SSH on port {s.network.port}\n")
     return s
 
 
+@pytest.fixture(scope="module", autouse=True)
+def lab_module(request: pytest.FixtureRequest, strategy: Any) -> Iterator[None]:
+    """A pristine target for every module: the snapshot loaded again (the first module: the fresh boot)."""
+    strategy.transition("restored")
+    how, seconds = strategy.last_start
+    pytest_lab.record_module(request.config, request.node.nodeid, how, seconds)
+    yield
+    strategy.force("shell")        # used: the next module needs the snapshot again
+
+
 @pytest.fixture
-def ssh(strategy: Any) -> Any:
-    """The SSHDriver of a booted target."""
-    return strategy.ssh
+def dut(strategy: Any, target: Any) -> RaucTargetDriver:
+    """The RaucTargetDriver of the booted target (active again after every reboot the strategy does)."""
+    drv: RaucTargetDriver = target.get_driver(RaucTargetDriver)
+    return drv
 
 
 @pytest.fixture(scope="session")
-def target_rauc(strategy: Any) -> str:
+def target_rauc(strategy: Any, target: Any) -> str:
     """Which rauc the target runs: 'pyrauc' or 'rauc 1.8' (Debian's C rauc; PYRAUC_LAB_RAUC=debian)."""
-    out, err, code = run(strategy.ssh, "rauc --version")
-    assert code == 0, out + err
-    return rauc_flavour(out + err)
+    return str(target.get_driver(RaucTargetDriver).rauc_flavour())

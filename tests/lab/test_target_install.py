@@ -21,10 +21,11 @@ import pytest
 from labs import lab
 from tests.helpers.bundles import pyrauc
 from tests.helpers.pki import Issued, make_recipients
-from tests.lab.target import C_RAUC_18, booted_bootname, efi_state, leftovers, needs_confopt, rauc_status_shell, run, sh
+from tests.lab.target import C_RAUC_18, RaucTargetDriver, needs_confopt
 
 COMPATIBLE = "pyrauc-qemux86-64"
 TIMEOUT = 900
+pytestmark = pytest.mark.lg_feature("uefi-vars")      # every case checks RAUC's efi state
 
 
 class Lab:
@@ -43,26 +44,25 @@ def labhost(tmp_path_factory: pytest.TempPathFactory, lab_run: Path) -> Lab:
 
 
 @pytest.fixture(scope="module")
-def dut(strategy: Any, labhost: Lab) -> Iterator[Any]:
+def dut(strategy: Any, target: Any, labhost: Lab) -> Iterator[RaucTargetDriver]:
     """The booted target (slot A) with install-dev-0's decryption key provisioned."""
-    ssh = strategy.ssh
-    assert booted_bootname(ssh) == "A"
-    saved = run(ssh, "cat /etc/rauc/crypt-key.pem")[2] == 0
+    dut: RaucTargetDriver = target.get_driver(RaucTargetDriver)
+    assert dut.booted_bootname() == "A"
+    saved = dut.run("cat /etc/rauc/crypt-key.pem")[2] == 0
     if saved:
-        sh(ssh, "cp -a /etc/rauc/crypt-key.pem /tmp/saved-key.pem; "
-                "cp -a /etc/rauc/crypt-cert.pem /tmp/saved-cert.pem")
-    ssh.put(str(labhost.devices[0].key_path), "/etc/rauc/crypt-key.pem")
-    ssh.put(str(labhost.devices[0].cert_path), "/etc/rauc/crypt-cert.pem")
-    sh(ssh, "chmod 0600 /etc/rauc/crypt-key.pem")
-    yield strategy
-    ssh = strategy.ssh
+        dut.sh("cp -a /etc/rauc/crypt-key.pem /tmp/saved-key.pem; "
+               "cp -a /etc/rauc/crypt-cert.pem /tmp/saved-cert.pem")
+    dut.put(labhost.devices[0].key_path, "/etc/rauc/crypt-key.pem")
+    dut.put(labhost.devices[0].cert_path, "/etc/rauc/crypt-cert.pem")
+    dut.sh("chmod 0600 /etc/rauc/crypt-key.pem")
+    yield dut
     # leave no one-shot boot into the test images behind
-    run(ssh, "efibootmgr --delete-bootnext")
+    dut.run("efibootmgr --delete-bootnext")
     if saved:
-        sh(ssh, "mv /tmp/saved-key.pem /etc/rauc/crypt-key.pem; "
-                "mv /tmp/saved-cert.pem /etc/rauc/crypt-cert.pem")
+        dut.sh("mv /tmp/saved-key.pem /etc/rauc/crypt-key.pem; "
+               "mv /tmp/saved-cert.pem /etc/rauc/crypt-cert.pem")
     else:
-        sh(ssh, "rm -f /etc/rauc/crypt-key.pem /etc/rauc/crypt-cert.pem")
+        dut.sh("rm -f /etc/rauc/crypt-key.pem /etc/rauc/crypt-cert.pem")
 
 
 def _image(path: Path, size_mib: int = 24, *, random_data: bool = True) -> Path:
@@ -102,9 +102,9 @@ def _bundle(labhost: Lab, name: str, fmt: str, image: Path, *, tool: str = "pyra
     return out
 
 
-def _push(dut: Any, bundle: Path) -> str:
+def _push(dut: RaucTargetDriver, bundle: Path) -> str:
     remote = f"/data/{bundle.name}"
-    dut.ssh.put(str(bundle), remote)
+    dut.put(bundle, remote)
     return remote
 
 
@@ -112,14 +112,13 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _slot_sha(ssh: Any, partlabel: str, size: int) -> str:
-    return sh(ssh, f"head -c {size} /dev/disk/by-partlabel/{partlabel} | sha256sum", timeout=600).split()[0]
+def _slot_sha(dut: RaucTargetDriver, partlabel: str, size: int) -> str:
+    return dut.sh(f"head -c {size} /dev/disk/by-partlabel/{partlabel} | sha256sum", timeout=600).split()[0]
 
 
 @pytest.mark.parametrize("fmt,tool", [("verity", "pyrauc"), ("crypt", "pyrauc"), ("verity", "rauc"),
                                       ("crypt", "rauc")])
-def test_install_good_bundle_into_b(dut: Any, labhost: Lab, fmt: str, tool: str) -> None:
-    ssh = dut.ssh
+def test_install_good_bundle_into_b(dut: RaucTargetDriver, labhost: Lab, fmt: str, tool: str) -> None:
     image = _image(labhost.work / f"good-{fmt}-{tool}.ext4")
     bundle = _bundle(labhost, f"good-{fmt}-{tool}", fmt, image, tool=tool)
     if fmt == "crypt":
@@ -128,26 +127,26 @@ def test_install_good_bundle_into_b(dut: Any, labhost: Lab, fmt: str, tool: str)
                check=True)
         bundle = encrypted
     remote = _push(dut, bundle)
-    out, err, code = run(ssh, f"rauc install {remote}", timeout=TIMEOUT)
+    out, err, code = dut.install(remote, timeout=TIMEOUT)
     assert code == 0, out + err
     assert f"Installing `{remote}` succeeded" in out + err
-    assert _slot_sha(ssh, "rootfs-b", image.stat().st_size) == _sha(image)
-    assert leftovers(ssh) == ""
-    efi = efi_state(ssh)
+    assert _slot_sha(dut, "rootfs-b", image.stat().st_size) == _sha(image)
+    assert dut.leftovers() == ""
+    efi = dut.efi_state()
     assert efi.label_of(efi.boot_next) == "B"                 # mark-active: one-shot BootNext
     assert efi.entries["B"] not in efi.boot_order             # marked bad before writing
     assert efi.first_slot_in_order == "A"
-    status = rauc_status_shell(ssh)
+    status = dut.status()
     assert status.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "A"
-    central = sh(ssh, "cat /data/rauc/central.raucs")
+    central = dut.sh("cat /data/rauc/central.raucs")
     assert "[slot.rootfs.1]" in central and f"bundle.version=good-{fmt}-{tool}" in central
     assert f"sha256={_sha(image)}" in central
-    sh(ssh, f"rm -f {remote}")
+    dut.sh(f"rm -f {remote}")
 
 
-def _status_section(ssh: Any, group: str) -> str:
+def _status_section(dut: RaucTargetDriver, group: str) -> str:
     """One [group] of central.raucs ('' if absent)."""
-    text = sh(ssh, "cat /data/rauc/central.raucs 2>/dev/null || true")
+    text = dut.sh("cat /data/rauc/central.raucs 2>/dev/null || true")
     section: list[str] = []
     inside = False
     for line in text.splitlines():
@@ -172,16 +171,15 @@ CONFOPT_CASES = {"format-not-allowed", "missing-device", "readonly-slot"}   # se
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
-def test_install_bad_input(dut: Any, labhost: Lab, target_rauc: str, case: str,
+def test_install_bad_input(dut: RaucTargetDriver, labhost: Lab, target_rauc: str, case: str,
                            request: pytest.FixtureRequest) -> None:
     if case in CONFOPT_CASES:
         needs_confopt(target_rauc, f"the {case!r} case overrides system.conf with -C")
     if case == "image-too-large" and target_rauc == C_RAUC_18:
         request.node.add_marker(pytest.mark.xfail(
             reason="rauc 1.8 starts writing into the slot before it rejects an oversized image", strict=False))
-    ssh = dut.ssh
-    if efi_state(ssh).boot_next is not None:
-        run(ssh, "efibootmgr --delete-bootnext")
+    if dut.efi_state().boot_next is not None:
+        dut.run("efibootmgr --delete-bootnext")
     fmt = "verity"
     compatible = COMPATIBLE
     hook = None
@@ -211,10 +209,10 @@ def test_install_bad_input(dut: Any, labhost: Lab, target_rauc: str, case: str,
     if case == "corrupted-payload":
         _flip_in_payload(bundle, 0.5)
     remote = _push(dut, bundle)
-    before_efi = efi_state(ssh)
-    before_b = _slot_sha(ssh, "rootfs-b", 32 << 20)
-    before_booted = _status_section(ssh, "slot.rootfs.0")
-    out, err, code = run(ssh, f"rauc {options} install {remote}", timeout=TIMEOUT)
+    before_efi = dut.efi_state()
+    before_b = _slot_sha(dut, "rootfs-b", 32 << 20)
+    before_booted = _status_section(dut, "slot.rootfs.0")
+    out, err, code = dut.install(remote, options=options, timeout=TIMEOUT)
     text = out + err
     assert code == 1, text
     assert f"Installing `{remote}` failed" in text
@@ -232,10 +230,10 @@ def test_install_bad_input(dut: Any, labhost: Lab, target_rauc: str, case: str,
     }[case]
     assert expected in last_errors[0], last_errors
     # nothing changed where it must not, and nothing is left behind
-    assert booted_bootname(ssh) == "A"
-    assert _status_section(ssh, "slot.rootfs.0") == before_booted          # booted slot untouched
-    assert leftovers(ssh) == ""
-    after = efi_state(ssh)
+    assert dut.booted_bootname() == "A"
+    assert _status_section(dut, "slot.rootfs.0") == before_booted          # booted slot untouched
+    assert dut.leftovers() == ""
+    after = dut.efi_state()
     assert after.boot_next is None or after.label_of(after.boot_next) != "B"   # target slot not bootable
     assert after.first_slot_in_order == "A"
     assert after.entries["A"] in after.boot_order
@@ -243,5 +241,5 @@ def test_install_bad_input(dut: Any, labhost: Lab, target_rauc: str, case: str,
                 "readonly-slot"):
         assert after == before_efi                       # refused before touching anything
     if case not in ("corrupted-payload", "failing-hook"):     # (pre-install hooks see the slot mounted)
-        assert _slot_sha(ssh, "rootfs-b", 32 << 20) == before_b       # nothing written
-    sh(ssh, f"rm -f {remote}")
+        assert _slot_sha(dut, "rootfs-b", 32 << 20) == before_b       # nothing written
+    dut.sh(f"rm -f {remote}")

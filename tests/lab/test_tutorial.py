@@ -20,12 +20,13 @@ from labs import lab
 from tests.helpers.bundles import pyrauc
 from tests.helpers.pki import Issued, make_recipients, write_pem_bundle
 from tests.lab import updates
-from tests.lab.target import booted_bootname, efi_state, leftovers, needs_confopt, rauc_status_shell, run, sh
+from tests.lab.target import RaucTargetDriver, needs_confopt
 
 COMPATIBLE = "pyrauc-qemux86-64"
 INSTALL_TIMEOUT = 1800          # TCG on two busy cores: a full rootfs through dm-verity + dm-crypt
 REMOTE_BUNDLE = "/data/update.raucb"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+pytestmark = pytest.mark.lg_feature("uefi-vars")      # the workflow switches slots through RAUC's efi backend
 
 
 class Tutorial:
@@ -49,36 +50,34 @@ def tut(tmp_path_factory: pytest.TempPathFactory, lab_run: Path) -> Tutorial:
     return Tutorial(tmp_path_factory.mktemp("tutorial"))
 
 
-def _install(ssh: Any, bundle: str = REMOTE_BUNDLE) -> tuple[str, str, int]:
-    return run(ssh, f"rauc install {bundle}", timeout=INSTALL_TIMEOUT)
+def _install(dut: RaucTargetDriver, bundle: str = REMOTE_BUNDLE) -> tuple[str, str, int]:
+    return dut.install(bundle, timeout=INSTALL_TIMEOUT)
 
 
-def _put_keys(ssh: Any, device: Issued) -> None:
-    ssh.put(str(device.key_path), "/etc/rauc/crypt-key.pem")
-    ssh.put(str(device.cert_path), "/etc/rauc/crypt-cert.pem")
-    sh(ssh, "chmod 0600 /etc/rauc/crypt-key.pem && sync")
+def _put_keys(dut: RaucTargetDriver, device: Issued) -> None:
+    dut.put_keys(device.key_path, device.cert_path)
 
 
-def _slot_digest(ssh: Any, partlabel: str, size: int) -> str:
-    out = sh(ssh, f"head -c {size} /dev/disk/by-partlabel/{partlabel} | sha256sum", timeout=600)
+def _slot_digest(dut: RaucTargetDriver, partlabel: str, size: int) -> str:
+    out = dut.sh(f"head -c {size} /dev/disk/by-partlabel/{partlabel} | sha256sum", timeout=600)
     return out.split()[0]
 
 
-def _check_slot_holds_update(tut: Tutorial, ssh: Any, slot: str, partlabel: str) -> None:
+def _check_slot_holds_update(tut: Tutorial, dut: RaucTargetDriver, slot: str, partlabel: str) -> None:
     """The slot got the image (RAUC's status records its digest) and the hook added the keys.
 
     (The slot's bytes differ from the image: the post-install hook wrote the keys into it.)
     """
-    status = sh(ssh, "cat /data/rauc/central.raucs")
+    status = dut.sh("cat /data/rauc/central.raucs")
     section = status.split(f"[slot.{slot}]", 1)[1].split("\n[", 1)[0]
     assert f"sha256={tut.image_sha256}" in section and "status=ok" in section, status
     mnt = f"/tmp/check-{partlabel}"
-    sh(ssh, f"mkdir -p {mnt} && mount -o ro /dev/disk/by-partlabel/{partlabel} {mnt}")
+    dut.sh(f"mkdir -p {mnt} && mount -o ro /dev/disk/by-partlabel/{partlabel} {mnt}")
     try:
-        assert sh(ssh, f"cat {mnt}/etc/lab-update-version").strip() == "2"
-        sh(ssh, f"test -s {mnt}/etc/rauc/crypt-key.pem && test -s {mnt}/etc/rauc/crypt-cert.pem")
+        assert dut.sh(f"cat {mnt}/etc/lab-update-version").strip() == "2"
+        dut.sh(f"test -s {mnt}/etc/rauc/crypt-key.pem && test -s {mnt}/etc/rauc/crypt-cert.pem")
     finally:
-        sh(ssh, f"umount {mnt}")
+        dut.sh(f"umount {mnt}")
 
 
 def test_01_build_crypt_bundle(tut: Tutorial) -> None:
@@ -96,11 +95,11 @@ def test_01_build_crypt_bundle(tut: Tutorial) -> None:
     tut.image_size = int(re.search(r"RAUC_IMAGE_SIZE_1=(\d+)", shell).group(1))  # type: ignore[union-attr]
 
 
-def test_02_provision_device_keys(tut: Tutorial, ssh: Any) -> None:
+def test_02_provision_device_keys(tut: Tutorial, dut: RaucTargetDriver) -> None:
     """Step 2: five per-device EC P-256 key pairs; device 0's key goes onto the target."""
     tut.devices = make_recipients(tut.work / "devices", 5, "p256")
-    _put_keys(ssh, tut.devices[0])
-    assert sh(ssh, "stat -c %a /etc/rauc/crypt-key.pem").strip() == "600"
+    _put_keys(dut, tut.devices[0])
+    assert dut.sh("stat -c %a /etc/rauc/crypt-key.pem").strip() == "600"
 
 
 def test_03_encrypt_for_devices_0_2_4(tut: Tutorial) -> None:
@@ -120,108 +119,101 @@ def test_03_encrypt_for_devices_0_2_4(tut: Tutorial) -> None:
     assert text.count("Algorithm: dhSinglePass-stdDH-sha1kdf-scheme") == 3
 
 
-def test_04_install_into_b(tut: Tutorial, ssh: Any) -> None:
+def test_04_install_into_b(tut: Tutorial, dut: RaucTargetDriver) -> None:
     """Step 4: copy to the target and install; rootfs.1 gets the image, BootNext points at B."""
     assert tut.encrypted is not None
-    assert booted_bootname(ssh) == "A"
-    ssh.put(str(tut.encrypted), REMOTE_BUNDLE)
-    out, err, code = _install(ssh)
+    assert dut.booted_bootname() == "A"
+    dut.put(tut.encrypted, REMOTE_BUNDLE)
+    out, err, code = _install(dut)
     assert code == 0, out + err
     lines = out.splitlines()
     assert "  0% Installing" in lines
     assert "100% Installing done." in lines
     assert any(line.endswith("Copying image to rootfs.1") for line in lines), out
     assert f"Installing `{REMOTE_BUNDLE}` succeeded" in out + err
-    assert leftovers(ssh) == ""
-    _check_slot_holds_update(tut, ssh, "rootfs.1", "rootfs-b")
-    efi = efi_state(ssh)
+    assert dut.leftovers() == ""
+    _check_slot_holds_update(tut, dut, "rootfs.1", "rootfs-b")
+    efi = dut.efi_state()
     assert efi.label_of(efi.boot_next) == "B"
     assert efi.first_slot_in_order == "A"          # one-shot: BootOrder still starts with A
 
 
-def test_05_reboot_into_b(strategy: Any) -> None:
+def test_05_reboot_into_b(strategy: Any, dut: RaucTargetDriver) -> None:
     """Step 5: the target boots B, mark-good makes it permanent, the keys came along."""
     strategy.reboot()
-    ssh = strategy.ssh
-    assert booted_bootname(ssh) == "B"
-    assert sh(ssh, "cat /etc/lab-update-version").strip() == "2"
-    sh(ssh, "systemctl is-active rauc-mark-good.service || "
+    assert dut.booted_bootname() == "B"
+    assert dut.sh("cat /etc/lab-update-version").strip() == "2"
+    dut.sh("systemctl is-active rauc-mark-good.service || "
             "(sleep 20; systemctl is-active rauc-mark-good.service)", timeout=120)
-    efi = efi_state(ssh)
+    efi = dut.efi_state()
     assert efi.boot_next is None
     assert efi.first_slot_in_order == "B"
-    sh(ssh, "test -s /etc/rauc/crypt-key.pem && test -s /etc/rauc/crypt-cert.pem")
-    status = rauc_status_shell(ssh)
+    dut.sh("test -s /etc/rauc/crypt-key.pem && test -s /etc/rauc/crypt-cert.pem")
+    status = dut.status()
     assert status.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "B"
 
 
-def test_06_non_recipient_key_is_rejected(tut: Tutorial, strategy: Any) -> None:
+def test_06_non_recipient_key_is_rejected(tut: Tutorial, strategy: Any, dut: RaucTargetDriver) -> None:
     """Step 6: with device 3's key (no recipient) the install fails and changes nothing."""
-    ssh = strategy.ssh
-    _put_keys(ssh, tut.devices[3])
-    before_efi = efi_state(ssh)
-    before_a = _slot_digest(ssh, "rootfs-a", 64 << 20)
-    before_status = sh(ssh, "cat /data/rauc/central.raucs 2>/dev/null || true")
-    out, err, code = _install(ssh)
+    _put_keys(dut, tut.devices[3])
+    before_efi = dut.efi_state()
+    before_a = _slot_digest(dut, "rootfs-a", 64 << 20)
+    before_status = dut.sh("cat /data/rauc/central.raucs 2>/dev/null || true")
+    out, err, code = _install(dut)
     assert code == 1, out + err
     assert "Failed to decrypt bundle" in out + err
     assert f"Installing `{REMOTE_BUNDLE}` failed" in out + err
-    assert leftovers(ssh) == ""
-    assert efi_state(ssh) == before_efi
-    assert _slot_digest(ssh, "rootfs-a", 64 << 20) == before_a
-    assert sh(ssh, "cat /data/rauc/central.raucs 2>/dev/null || true") == before_status
+    assert dut.leftovers() == ""
+    assert dut.efi_state() == before_efi
+    assert _slot_digest(dut, "rootfs-a", 64 << 20) == before_a
+    assert dut.sh("cat /data/rauc/central.raucs 2>/dev/null || true") == before_status
     strategy.reboot()
-    assert booted_bootname(strategy.ssh) == "B"
+    assert dut.booted_bootname() == "B"
 
 
-def test_07_recipient_key_installs_into_a(tut: Tutorial, strategy: Any) -> None:
+def test_07_recipient_key_installs_into_a(tut: Tutorial, strategy: Any, dut: RaucTargetDriver) -> None:
     """Step 7: with a recipient key again, the update goes to A and the target boots A."""
-    ssh = strategy.ssh
-    _put_keys(ssh, tut.devices[0])
-    out, err, code = _install(ssh)
+    _put_keys(dut, tut.devices[0])
+    out, err, code = _install(dut)
     assert code == 0, out + err
     assert any(line.endswith("Copying image to rootfs.0") for line in out.splitlines()), out
-    _check_slot_holds_update(tut, ssh, "rootfs.0", "rootfs-a")
+    _check_slot_holds_update(tut, dut, "rootfs.0", "rootfs-a")
     strategy.reboot()
-    ssh = strategy.ssh
-    assert booted_bootname(ssh) == "A"
-    assert sh(ssh, "cat /etc/lab-update-version").strip() == "2"
-    sh(ssh, "systemctl is-active rauc-mark-good.service || "
+    assert dut.booted_bootname() == "A"
+    assert dut.sh("cat /etc/lab-update-version").strip() == "2"
+    dut.sh("systemctl is-active rauc-mark-good.service || "
             "(sleep 20; systemctl is-active rauc-mark-good.service)", timeout=120)
-    assert efi_state(ssh).first_slot_in_order == "A"
+    assert dut.efi_state().first_slot_in_order == "A"
 
 
-def test_08_fallback_from_unbootable_slot(tut: Tutorial, strategy: Any) -> None:
+def test_08_fallback_from_unbootable_slot(tut: Tutorial, strategy: Any, dut: RaucTargetDriver) -> None:
     """Step 8: an update that cannot boot; the target comes back in the old slot."""
-    ssh = strategy.ssh
     broken = updates.broken_rootfs(tut.work / "broken.ext4")
     plain = updates.make_bundle(tut.work, "broken", broken, compatible=COMPATIBLE, version="broken",
                                 signer_cert=tut.signer_cert, signer_key=tut.signer_key)
     encrypted = tut.work / "broken-encrypted.raucb"
     pyrauc("encrypt", "--keyring", tut.keyring, "--to", tut.devices[0].cert_path, plain, encrypted, check=True)
-    ssh.put(str(encrypted), "/data/broken.raucb")
-    out, err, code = _install(ssh, "/data/broken.raucb")
+    dut.put(encrypted, "/data/broken.raucb")
+    out, err, code = _install(dut, "/data/broken.raucb")
     assert code == 0, out + err
-    assert efi_state(ssh).label_of(efi_state(ssh).boot_next) == "B"
+    assert dut.efi_state().label_of(dut.efi_state().boot_next) == "B"
     strategy.reboot()                       # B panics (no init), panic=10 resets, firmware boots A
-    ssh = strategy.ssh
-    assert booted_bootname(ssh) == "A"
-    assert sh(ssh, "cat /etc/lab-update-version").strip() == "2"
-    efi = efi_state(ssh)
+    assert dut.booted_bootname() == "A"
+    assert dut.sh("cat /etc/lab-update-version").strip() == "2"
+    efi = dut.efi_state()
     assert efi.first_slot_in_order == "A"
     assert efi.entries["B"] not in efi.boot_order      # marked bad at install, never marked good
-    status = rauc_status_shell(ssh)
+    status = dut.status()
     assert status.get("RAUC_SYSTEM_BOOTED_BOOTNAME") == "A"
-    sh(ssh, "rm -f /data/broken.raucb")
+    dut.sh("rm -f /data/broken.raucb")
 
 
-def test_09_power_cut_during_copy(strategy: Any) -> None:
+def test_09_power_cut_during_copy(strategy: Any, dut: RaucTargetDriver) -> None:
     """Step 9: kill the machine in the middle of a copy; it boots, and a fresh install works."""
-    ssh = strategy.ssh
-    sh(ssh, f"(setsid nohup rauc install {REMOTE_BUNDLE} > /data/install.log 2>&1 &) ; true")
+    dut.sh(f"(setsid nohup rauc install {REMOTE_BUNDLE} > /data/install.log 2>&1 &) ; true")
     deadline = time.monotonic() + INSTALL_TIMEOUT
     while time.monotonic() < deadline:
-        log = sh(ssh, "cat /data/install.log")
+        log = dut.sh("cat /data/install.log")
         if "Copying image to rootfs.1" in log:
             break
         assert "Installing `" not in log, f"the install ended before copying:\n{log}"
@@ -229,21 +221,20 @@ def test_09_power_cut_during_copy(strategy: Any) -> None:
     else:
         pytest.fail("the install never started copying")
     time.sleep(5)
-    log = sh(ssh, "cat /data/install.log")
+    log = dut.sh("cat /data/install.log")
     assert "succeeded" not in log and "failed" not in log, log
     strategy.power_cycle()                  # QEMU quits: the power is gone mid-write
-    ssh = strategy.ssh
-    assert booted_bootname(ssh) == "A"
-    out, err, code = _install(ssh)
+    assert dut.booted_bootname() == "A"
+    out, err, code = _install(dut)
     assert code == 0, out + err
-    assert leftovers(ssh) == ""
-    assert efi_state(ssh).label_of(efi_state(ssh).boot_next) == "B"
+    assert dut.leftovers() == ""
+    assert dut.efi_state().label_of(dut.efi_state().boot_next) == "B"
 
 
 PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
-def _provision_token(tut: Tutorial, ssh: Any, device: Issued, name: str) -> str:
+def _provision_token(tut: Tutorial, dut: RaucTargetDriver, device: Issued, name: str) -> str:
     """Make a SoftHSM2 token holding DEVICE's key and cert (the factory step) and put it on the target.
 
     Returns the environment prefix for commands that use it.
@@ -255,30 +246,29 @@ def _provision_token(tut: Tutorial, ssh: Any, device: Issued, name: str) -> str:
     archive = tut.work / f"{name}.tar"
     subprocess.run(["tar", "-C", str(tut.work / name), "-cf", str(archive), "tokens"], check=True)
     remote = f"/data/{name}"
-    sh(ssh, f"rm -rf {remote} && mkdir -p {remote}")
-    ssh.put(str(archive), f"{remote}/tokens.tar")
-    sh(ssh, f"tar -C {remote} -xf {remote}/tokens.tar && rm {remote}/tokens.tar && "
+    dut.sh(f"rm -rf {remote} && mkdir -p {remote}")
+    dut.put(archive, f"{remote}/tokens.tar")
+    dut.sh(f"tar -C {remote} -xf {remote}/tokens.tar && rm {remote}/tokens.tar && "
             f"printf 'directories.tokendir = {remote}/tokens\\nobjectstore.backend = file\\n' > {remote}/softhsm2.conf")
     return (f"SOFTHSM2_CONF={remote}/softhsm2.conf RAUC_PKCS11_MODULE={PKCS11_MODULE} RAUC_PKCS11_PIN=1234 ")
 
 
-def test_10_keys_in_a_pkcs11_token(tut: Tutorial, strategy: Any, target_rauc: str) -> None:
+def test_10_keys_in_a_pkcs11_token(tut: Tutorial, strategy: Any, dut: RaucTargetDriver, target_rauc: str) -> None:
     """Steps 6 and 7 again with the device key in a SoftHSM2 token ([encryption] key=pkcs11:...)."""
     needs_confopt(target_rauc, "the PKCS#11 key is selected with -C encryption:key=pkcs11:... "
                                "(and would need the OpenSSL PKCS#11 engine in the image)")
-    ssh = strategy.ssh
     uri = "pkcs11:token=lab;object=crypt"
     conf = f"-C 'encryption:key={uri}' -C 'encryption:cert={uri}'"
-    env = _provision_token(tut, ssh, tut.devices[3], "hsm-device-3")
-    before = efi_state(ssh)
-    out, err, code = run(ssh, f"{env} rauc {conf} install {REMOTE_BUNDLE}", timeout=INSTALL_TIMEOUT)
+    env = _provision_token(tut, dut, tut.devices[3], "hsm-device-3")
+    before = dut.efi_state()
+    out, err, code = dut.install(REMOTE_BUNDLE, options=conf, env=env, timeout=INSTALL_TIMEOUT)
     assert code == 1, out + err
     assert "Failed to decrypt bundle" in out + err
-    assert leftovers(ssh) == ""
-    assert efi_state(ssh) == before
-    env = _provision_token(tut, ssh, tut.devices[0], "hsm-device-0")
-    out, err, code = run(ssh, f"{env} rauc {conf} install {REMOTE_BUNDLE}", timeout=INSTALL_TIMEOUT)
+    assert dut.leftovers() == ""
+    assert dut.efi_state() == before
+    env = _provision_token(tut, dut, tut.devices[0], "hsm-device-0")
+    out, err, code = dut.install(REMOTE_BUNDLE, options=conf, env=env, timeout=INSTALL_TIMEOUT)
     assert code == 0, out + err
     assert any(line.endswith("Copying image to rootfs.1") for line in out.splitlines()), out
-    assert leftovers(ssh) == ""
-    _check_slot_holds_update(tut, ssh, "rootfs.1", "rootfs-b")
+    assert dut.leftovers() == ""
+    _check_slot_holds_update(tut, dut, "rootfs.1", "rootfs-b")
