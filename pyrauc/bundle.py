@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from cryptography import x509
 
@@ -72,19 +72,34 @@ def format_size_long(size: int) -> str:
 # --------------------------------------------------------------------------------------------
 # output files: never leave a partial file behind, never clobber an existing one
 
+def _open_error(path: Path, e: OSError) -> str:
+    return f"Error opening file \u201c{path}\u201d: {e.strerror}"
+
+
 @contextlib.contextmanager
 def _new_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it becomes ``path`` (no clobbering)."""
+    """Yield a temporary path next to ``path``; on success it becomes ``path`` (no clobbering).
+
+    The temporary file goes on any failure, SIGTERM (raised as KeyboardInterrupt by the CLI)
+    included; an OSError while it is written (ENOSPC, EIO) becomes one BundleError line.
+    """
     if path.exists() or path.is_symlink():
         raise BundleError(f"bundle {path} already exists")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except OSError as e:
+        raise BundleError(f"failed to open bundle for writing: {_open_error(path, e)}") from None
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)      # a bundle is no secret: created like any other file
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            where = f" ({e.filename})" if e.filename else ""
+            raise BundleError(f"failed to write {path}: {e.strerror or e}{where}") from None
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -512,19 +527,32 @@ def extract_bundle(bundle: Bundle, outdir: Path | str, progress: Progress | None
         check_payload(bundle, progress)
         if bundle.format == "crypt":
             assert bundle.manifest.crypt_key is not None
-            with tempfile.TemporaryDirectory(prefix="pyrauc-") as tmpdir:
-                decrypted = Path(tmpdir) / "decrypted.raucb"
-                fd = os.open(decrypted, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                os.close(fd)
+            with _anonymous_file() as decrypted:
                 crypt.decrypt_file(bundle.path, bundle.squashfs_size, bundle.manifest.crypt_key, decrypted)
-                _unsquash(decrypted, outdir)
+                decrypted.flush()
+                _unsquash(decrypted.fileno(), outdir)
         else:
             _unsquash(bundle.path, outdir)
     except RaucError as e:
         raise e.prefixed("Failed to extract bundle: ") from e
 
 
-def _unsquash(image: Path, outdir: Path) -> None:
+@contextlib.contextmanager
+def _anonymous_file() -> Iterator[BinaryIO]:
+    """A read-write file without a name (O_TMPFILE in $TMPDIR, else memfd), mode 0600.
+
+    The decrypted payload of an encrypted bundle goes there: no other process can open it by
+    name, and nothing is left on disk after SIGKILL or a power loss.
+    """
+    try:
+        fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        fd = os.memfd_create("pyrauc-decrypted", os.MFD_CLOEXEC)
+    with os.fdopen(fd, "w+b") as f:
+        yield f
+
+
+def _unsquash(image: Path | int, outdir: Path) -> None:
     try:
         squashfs.unsquashfs(image, outdir)
     except BaseException:
@@ -539,8 +567,15 @@ def extract_signature(bundle: Bundle, output: Path | str) -> None:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise BundleError(f"Failed to extract signature: output file '{output}' exists already") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(bundle.sigdata)
+    except OSError as e:
+        raise BundleError("Failed to extract signature: failed to create file to store signature: "
+                          + _open_error(output, e)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(bundle.sigdata)
+    except OSError as e:
+        output.unlink(missing_ok=True)
+        raise BundleError(f"Failed to extract signature: failed to write {output}: {e.strerror}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -341,6 +341,8 @@ class GLibFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
         text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
         if record.levelno >= logging.WARNING:
             return f"(rauc:{os.getpid()}): rauc-WARNING **: {stamp}: {text}"
         if record.levelno >= logging.INFO:
@@ -388,6 +390,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err("Interrupted")
         return 1
+    except Exception as e:   # the last line of defence: one line, never a traceback
+        log.debug("Traceback of the unexpected error:", exc_info=True)
+        err(_unexpected(e))
+        return 1
+
+
+def _unexpected(e: Exception) -> str:
+    """One line for an error no command expected (with -d, the traceback is logged before it)."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {os.fsdecode(e.filename)}" if e.filename is not None else ""
+        return f"{e.strerror}{where}"
+    text = " ".join(str(e).split()) or type(e).__name__
+    return f"Unexpected error: {text}"
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyrauc import semver
+from pyrauc import semver, shellwords
 from pyrauc.errors import ConfigError, KeyFileError, RaucError
 from pyrauc.keyfile import KeyFile
 
@@ -553,8 +552,8 @@ class _Parser:
             mkfs = self.s(group, "extra-mkfs-opts")
             if mkfs is not None:
                 try:
-                    slot.extra_mkfs_opts = shlex.split(mkfs)
-                except ValueError as e:
+                    slot.extra_mkfs_opts = shellwords.split(mkfs)
+                except shellwords.ShellSplitError as e:
                     raise ConfigError(f"Failed to parse extra-mkfs-opts: {e}") from e
             slot.extra_mount_opts = self.s(group, "extra-mount-opts")
             slot.region_start = self.size(group, "region-start")

@@ -150,6 +150,21 @@ def image_env(*, path: str | os.PathLike[str], size: int | None, digest: str | N
             "RAUC_IMAGE_DIGEST": digest or "", "RAUC_IMAGE_CLASS": sclass}
 
 
+def bundle_file(bundle_mount: str | os.PathLike[str], name: str, what: str = "Hook") -> Path:
+    """The file ``name`` of the mounted bundle, which must resolve to a place inside the bundle.
+
+    Defence in depth: a signed manifest names hooks, handlers and images relative to the bundle
+    root; a name with "../" or a symlink in the payload pointing outside must not make install
+    read or run a file of the target instead (InstallError).
+    """
+    root = Path(os.path.realpath(bundle_mount))
+    path = Path(bundle_mount) / name
+    resolved = Path(os.path.realpath(path))
+    if os.path.isabs(name) or not resolved.is_relative_to(root) or resolved == root:
+        raise InstallError(f"{what} file '{name}' points outside the bundle")
+    return path
+
+
 def hook_path(bundle_mount: str | os.PathLike[str], hook_name: str) -> Path:
     """The hook executable inside the mounted bundle."""
-    return Path(bundle_mount) / hook_name
+    return bundle_file(bundle_mount, hook_name)

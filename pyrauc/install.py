@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyrauc import handlers, hooks, mark, mount, semver, status
+from pyrauc import handlers, hooks, mark, mount, semver, shellwords, status
 from pyrauc.access import BundleAccess
 from pyrauc.bundle import Bundle, check_payload
 from pyrauc.config import SystemConfig
@@ -286,9 +285,12 @@ class _Installation:
         """[handler] filename: the bundle's own handler replaces the whole slot update."""
         mf = bundle.manifest
         assert mf.handler_name is not None
-        args = shlex.split(mf.handler_args or "") + shlex.split(self.args.handler_args or "")
+        try:
+            args = shellwords.split(mf.handler_args or "") + shellwords.split(self.args.handler_args or "")
+        except shellwords.ShellSplitError as exc:
+            raise InstallError(f"Failed to parse handler arguments: {exc}") from None
         self.steps.begin("Launching update handler", 100)
-        hooks.run_handler(bundle_mount / mf.handler_name, env, args, what="Handler")
+        hooks.run_handler(hooks.bundle_file(bundle_mount, mf.handler_name, "Handler"), env, args, what="Handler")
         self.steps.done()
 
     # -- checks --------------------------------------------------------------------------------
@@ -329,7 +331,7 @@ class _Installation:
             raise InstallError(f"Refusing to write to active slot {slot.name}")
         if slot.mount_point is not None and not slot.config.allow_mounted:
             raise InstallError(f"Destination device '{slot.device}' already mounted")
-        path = bundle_mount / image.filename if image.filename else bundle_mount
+        path = hooks.bundle_file(bundle_mount, image.filename, "Image") if image.filename else bundle_mount
         job = handlers.ImageJob(image=image, path=path, slot=slot_info(slot),
                                 verified_by_dm=bundle.format in ("verity", "crypt"))
         return _Plan(job, slot)

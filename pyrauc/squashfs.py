@@ -8,12 +8,12 @@ single files from a squashfs that may sit at the start of a larger file (a bundl
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from pyrauc import shellwords
 from pyrauc.errors import BundleError
 
 
@@ -24,8 +24,9 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(argv: Sequence[str], what: str) -> subprocess.CompletedProcess[bytes]:
-    proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, check=False)
+def _run(argv: Sequence[str], what: str, pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                          pass_fds=tuple(pass_fds))
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
         last = detail[-1] if detail else f"exit code {proc.returncode}"
@@ -40,7 +41,10 @@ def mksquashfs(workdir: Path, output: Path, extra_args: str | None = None, keep_
         argv += ["-all-root", "-no-xattrs"]
     argv.append("-quiet")
     if extra_args:
-        argv += shlex.split(extra_args)
+        try:
+            argv += shellwords.split(extra_args)
+        except shellwords.ShellSplitError as e:
+            raise BundleError(f"Failed to parse mksquashfs extra args: {e}") from None
     _run(argv, "mksquashfs")
 
 
@@ -54,12 +58,16 @@ def squashfs_size(path: Path, offset: int = 0) -> int:
     return int.from_bytes(sb[40:48], "little")
 
 
-def unsquashfs(image: Path | str, dest: Path, offset: int = 0) -> None:
-    """Extract the squashfs at ``offset`` of ``image`` into the new directory ``dest``."""
+def unsquashfs(image: Path | str | int, dest: Path, offset: int = 0) -> None:
+    """Extract the squashfs at ``offset`` of ``image`` (a path, or an open file descriptor, which
+    unsquashfs reads as /dev/fd/N) into the new directory ``dest``."""
     argv = [_tool("unsquashfs"), "-no-progress", "-d", str(dest)]
     if offset:
         argv += ["-o", str(offset)]
-    _run([*argv, os.fspath(image)], "unsquashfs")
+    if isinstance(image, int):
+        _run([*argv, f"/dev/fd/{image}"], "unsquashfs", pass_fds=(image,))
+    else:
+        _run([*argv, os.fspath(image)], "unsquashfs")
 
 
 def cat_file(image: Path | str, name: str, offset: int = 0) -> bytes:
