@@ -71,6 +71,7 @@ SLOT_HOOKS = ("pre-install", "install", "post-install")
 INSTALL_HOOKS = ("install-check",)
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_SALT = re.compile(r"(?:[0-9a-fA-F]{2}){1,256}")     # dm-verity takes salts of up to 256 bytes
 _META_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -377,8 +378,12 @@ class Manifest:
             raise ManifestError(f"Unsupported bundle format '{fmt}' for external manifest")
         if not self.verity_hash:
             raise ManifestError(f"Missing hash for {fmt} bundle")
+        if not _HEX64.fullmatch(self.verity_hash):
+            raise ManifestError(f"Invalid hash for {fmt} bundle")
         if not self.verity_salt:
             raise ManifestError(f"Missing salt for {fmt} bundle")
+        if not _SALT.fullmatch(self.verity_salt):
+            raise ManifestError(f"Invalid salt for {fmt} bundle")
         if not self.verity_size:
             raise ManifestError(f"Missing size for {fmt} bundle")
         if self.verity_size % 4096 != 0:

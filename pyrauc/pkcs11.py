@@ -17,6 +17,7 @@ forbids extractable derived keys cannot be used to decrypt EC envelopes.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -90,12 +91,8 @@ def is_pkcs11_uri(spec: str) -> bool:
 
 
 def redact(uri: str) -> str:
-    """The URI with a ``pin-value`` replaced, for messages."""
-    if "?" not in uri:
-        return uri
-    base, query = uri.split("?", 1)
-    parts = ["pin-value=***" if p.startswith("pin-value=") else p for p in query.split("&")]
-    return base + "?" + "&".join(parts)
+    """The URI with any ``pin-value`` (query or, mistakenly, path attribute) replaced, for messages."""
+    return re.sub(r"(pin-value=)[^;&?]*", r"\1***", uri, flags=re.IGNORECASE)
 
 
 def parse_uri(uri: str) -> Pkcs11Uri:
