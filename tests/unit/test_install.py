@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pyrauc import loop, mount
+from pyrauc import loop, mount, signature, squashfs
 from pyrauc.bundle import create_bundle
 from pyrauc.keyfile import KeyFile
 from tests.helpers.bundles import pyrauc, tar_bytes
@@ -462,4 +462,55 @@ echo "img=$(basename $RAUC_IMAGE_NAME_2) tx=$RAUC_TRANSACTION_ID" >> {out}
     assert " 80% Launching update handler" in proc.stdout.splitlines()
     assert out.read_text().splitlines() == ["args=--from-manifest --extra 1 slots=1 2 targets=2",
                                             "target=rootfs.1 boot=A", "img=rootfs.img tx=tx-1"]
+    assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
+
+
+def _raw_plain_bundle(t: Target, name: str, manifest: str, build: Callable[[Path], None]) -> Path:
+    """A signed plain bundle whose content skipped every check ``rauc bundle`` makes (a hostile
+    but validly signed bundle: defence in depth is what stops it at install)."""
+    tree = t.dir / f"raw-{name}"
+    tree.mkdir()
+    (tree / "manifest.raucm").write_text(manifest)
+    build(tree)
+    out = t.dir / f"{name}.raucb"
+    squashfs.mksquashfs(tree, out)
+    cms = signature.cms_sign(None, cert=t.pki.signer.cert, key=t.pki.signer.key,
+                             intermediates=[t.pki.intermediate.cert], detached_path=out,
+                             detached_size=out.stat().st_size)
+    with open(out, "ab") as f:
+        f.write(cms + len(cms).to_bytes(8, "big"))
+    return out
+
+
+SECRET = b"secret of the target\n" * 100
+
+
+@pytest.mark.parametrize("target_of_link", ["absolute", "relative"])
+def test_image_symlink_out_of_the_bundle_is_refused(target: Target, target_of_link: str) -> None:
+    secret = target.dir / "secret.img"
+    secret.write_bytes(SECRET)
+    link = str(secret) if target_of_link == "absolute" else "../" * 12 + str(secret).lstrip("/")
+    digest = hashlib.sha256(SECRET).hexdigest()
+    bundle = _raw_plain_bundle(
+        target, "link", "[update]\ncompatible=Test Config\nversion=1\n\n[bundle]\nformat=plain\n\n"
+        f"[image.rootfs]\nsha256={digest}\nsize={len(SECRET)}\nfilename=rootfs.img\n",
+        lambda tree: (tree / "rootfs.img").symlink_to(link))
+    expect_failure(install(target, bundle), bundle, "Image file 'rootfs.img' points outside the bundle")
+    assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
+
+
+def test_hook_out_of_the_bundle_is_not_run(target: Target) -> None:
+    marker = target.dir / "ran"
+    evil = target.dir / "evil.sh"
+    evil.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    evil.chmod(0o755)
+    data = b"x" * 4096
+    bundle = _raw_plain_bundle(
+        target, "hook", "[update]\ncompatible=Test Config\nversion=1\n\n[bundle]\nformat=plain\n\n"
+        f"[hooks]\nfilename=../../../../../../../../..{evil}\nhooks=install-check\n\n"
+        f"[image.rootfs]\nsha256={hashlib.sha256(data).hexdigest()}\nsize=4096\nfilename=rootfs.img\n",
+        lambda tree: (tree / "rootfs.img").write_bytes(data))
+    proc = install(target, bundle)
+    expect_failure(proc, bundle, f"Hook file '../../../../../../../../..{evil}' points outside the bundle")
+    assert not marker.exists()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
