@@ -279,6 +279,27 @@ def _sign(manifest_data: bytes | None, signer: tuple[x509.Certificate, keys.Priv
     return cms
 
 
+def _append_signer(inbundle: Bundle, signer: tuple[x509.Certificate, keys.PrivateKey],
+                   intermediates: Sequence[x509.Certificate], keyring: Keyring | None, tmp: Path) -> bytes:
+    """``resign --append``: the SignedData with one more signer, every signer checked against the
+    keyring (if any). Like RAUC, pyrauc's own verification refuses bundles with several signers
+    ("Unsupported number of signers"): they are for tools that check each signature."""
+    what = "bundle" if inbundle.detached else "manifest"
+    cert, key = signer
+    try:
+        cms = signature.cms_add_signer(inbundle.sigdata, cert=cert, key=key, intermediates=intermediates)
+        if keyring is not None:
+            logger.info("Keyring given, doing signature verification")
+            detached = (tmp, inbundle.size) if inbundle.detached else (None, None)
+            verified = signature.cms_verify_signers(cms, keyring, detached_path=detached[0],
+                                                    detached_size=detached[1])
+            logger.info("Verified %s signature by %s", "detached" if inbundle.detached else "inline",
+                        ", ".join(f"'{signature.format_name(v.signer.subject)}'" for v in verified))
+    except RaucError as e:
+        raise e.prefixed(f"failed to sign {what}: ") from e
+    return cms
+
+
 def create_bundle(
     contentdir: Path | str,
     bundle: Path | str,
@@ -606,8 +627,7 @@ def resign_bundle(
         with _new_output(outpath) as tmp:
             _copy_range(inbundle.path, tmp, inbundle.size)
             if append:
-                cms = signature.cms_add_signer(inbundle.sigdata, cert=signer_cert, key=signer_key,
-                                               intermediates=inter_certs)
+                cms = _append_signer(inbundle, (signer_cert, signer_key), inter_certs, signing_keyring, tmp)
             elif inbundle.detached:
                 cms = _sign(None, (signer_cert, signer_key), inter_certs, signing_keyring, tmp, inbundle.size)
             else:
@@ -617,6 +637,9 @@ def resign_bundle(
             if inbundle.encrypted:
                 cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, cms)
             _append_signature(tmp, cms)
+            if append and not inbundle.encrypted:
+                # never write a bundle pyrauc cannot read back: its framing, CMS and manifest
+                open_bundle(tmp, keyring=None, verify=False)
     except RaucError as e:
         raise e.prefixed("Failed to resign bundle: ") from e
 

@@ -431,71 +431,6 @@ def _verify_signer_signature(si: cms.SignerInfo, cert: x509.Certificate, data: b
         raise _fail(E_CMS_VERIFICATION_FAILURE) from exc
 
 
-def cms_verify(der: bytes, keyring: Keyring, *, detached_path: Path | str | None = None,
-               detached_size: int | None = None, at: dt.datetime | None = None) -> Verified:
-    """Verify a SignedData against ``keyring``; attached, or detached over the file's first bytes.
-
-    Order and failures as OpenSSL's CMS_verify + RAUC's checks (see the module docstring).
-    ``at`` overrides the verification time (default now).
-    """
-    verifier = ChainVerifier(keyring)
-    sd = _signed_data(der)
-    try:
-        signer_infos = list(sd["signer_infos"])
-        certs = [x509.load_der_x509_certificate(c.chosen.dump())
-                 for c in (sd["certificates"] or []) if c.name == "certificate"]
-        econtent = sd["encap_content_info"]["content"].native
-        econtent_type = sd["encap_content_info"]["content_type"].dotted
-    except _PARSE_ERRORS:
-        raise SignatureError("Failed to parse CMS") from None
-    for cert in certs:
-        problem = certificate_problem(cert)
-        if problem is not None:
-            raise _fail(f"invalid certificate ({format_name(cert.subject)}): {problem}")
-
-    signing_time = _signing_time(signer_infos[0]) if len(signer_infos) == 1 else None
-    when = _verification_time(keyring, signer_infos, signing_time, at)
-    if len(signer_infos) != 1:
-        raise SignatureError(f"Unsupported number of signers: {len(signer_infos)}")
-    si = signer_infos[0]
-
-    if econtent is not None and detached_path is not None:
-        raise _fail("content and data present")
-    if econtent is None and detached_path is None:
-        raise _fail("no content")
-    if econtent is not None and not isinstance(econtent, bytes):
-        econtent = sd["encap_content_info"]["content"].contents
-
-    signer = _find_signer_cert(si, certs)
-    if signer is None:
-        raise _fail("signer certificate not found")
-    try:
-        chain = verifier.verify(signer, certs, at=when)
-    except SignatureError as exc:
-        raise exc.prefixed("signature verification failed: ") from exc
-    content = _Content(econtent, econtent_type, detached_path, detached_size)
-    _check_signer_info(si, signer, content)
-
-    if keyring.allowed_signer_cns is not None:
-        cns = [str(a.value) for a in signer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-        if not any(cn in keyring.allowed_signer_cns for cn in cns):
-            raise SignatureError("No signature CN matching allowed-signer-cns found")
-    return Verified(econtent, signer, chain, signing_time)
-
-
-def _verification_time(keyring: Keyring, signer_infos: Sequence[cms.SignerInfo], signing_time: dt.datetime | None,
-                       at: dt.datetime | None) -> dt.datetime | None:
-    """``at``, or the bundle's signing time with ``use_bundle_signing_time``."""
-    if not keyring.use_bundle_signing_time:
-        return at
-    if len(signer_infos) > 1:
-        raise SignatureError("multiple signerInfos are not supported with 'use-bundle-signing-time'")
-    if signing_time is None:
-        raise SignatureError("Bundle signing time attribute not found in signature")
-    log.info("Using bundle signing time (%s) for certificate verification.", signing_time)
-    return signing_time
-
-
 @dataclass(frozen=True)
 class _Content:
     """The signed content: attached (``data``) or the first ``size`` bytes of the file ``path``."""
@@ -510,6 +445,99 @@ class _Content:
             return _digest_bytes(self.data, algo)
         assert self.path is not None
         return _digest_stream(self.path, self.size, algo)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """What verification needs of a SignedData."""
+
+    signer_infos: list[cms.SignerInfo]
+    certs: list[x509.Certificate]
+    content: _Content
+
+
+def _parse_for_verify(der: bytes, detached_path: Path | str | None, detached_size: int | None) -> _Parsed:
+    sd = _signed_data(der)
+    try:
+        signer_infos = list(sd["signer_infos"])
+        certs = [x509.load_der_x509_certificate(c.chosen.dump())
+                 for c in (sd["certificates"] or []) if c.name == "certificate"]
+        econtent = sd["encap_content_info"]["content"].native
+        econtent_type = sd["encap_content_info"]["content_type"].dotted
+    except _PARSE_ERRORS:
+        raise SignatureError("Failed to parse CMS") from None
+    for cert in certs:
+        problem = certificate_problem(cert)
+        if problem is not None:
+            raise _fail(f"invalid certificate ({format_name(cert.subject)}): {problem}")
+    if econtent is not None and detached_path is not None:
+        raise _fail("content and data present")
+    if econtent is None and detached_path is None:
+        raise _fail("no content")
+    if econtent is not None and not isinstance(econtent, bytes):
+        econtent = sd["encap_content_info"]["content"].contents
+    return _Parsed(signer_infos, certs, _Content(econtent, econtent_type, detached_path, detached_size))
+
+
+def _verify_signer(si: cms.SignerInfo, parsed: _Parsed, verifier: ChainVerifier, keyring: Keyring,
+                   when: dt.datetime | None, signing_time: dt.datetime | None) -> Verified:
+    """One SignerInfo: its certificate chains to ``keyring``, its signature covers the content."""
+    signer = _find_signer_cert(si, parsed.certs)
+    if signer is None:
+        raise _fail("signer certificate not found")
+    try:
+        chain = verifier.verify(signer, parsed.certs, at=when)
+    except SignatureError as exc:
+        raise exc.prefixed("signature verification failed: ") from exc
+    _check_signer_info(si, signer, parsed.content)
+    if keyring.allowed_signer_cns is not None:
+        cns = [str(a.value) for a in signer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        if not any(cn in keyring.allowed_signer_cns for cn in cns):
+            raise SignatureError("No signature CN matching allowed-signer-cns found")
+    return Verified(parsed.content.data, signer, chain, signing_time)
+
+
+def cms_verify(der: bytes, keyring: Keyring, *, detached_path: Path | str | None = None,
+               detached_size: int | None = None, at: dt.datetime | None = None) -> Verified:
+    """Verify a SignedData against ``keyring``; attached, or detached over the file's first bytes.
+
+    Order and failures as OpenSSL's CMS_verify + RAUC's checks (see the module docstring); like
+    RAUC, a SignedData with more than one signer is refused ("Unsupported number of signers: N").
+    ``at`` overrides the verification time (default now).
+    """
+    verifier = ChainVerifier(keyring)
+    parsed = _parse_for_verify(der, detached_path, detached_size)
+    signer_infos = parsed.signer_infos
+    signing_time = _signing_time(signer_infos[0]) if len(signer_infos) == 1 else None
+    when = _verification_time(keyring, signer_infos, signing_time, at)
+    if len(signer_infos) != 1:
+        raise SignatureError(f"Unsupported number of signers: {len(signer_infos)}")
+    return _verify_signer(signer_infos[0], parsed, verifier, keyring, when, signing_time)
+
+
+def cms_verify_signers(der: bytes, keyring: Keyring, *, detached_path: Path | str | None = None,
+                       detached_size: int | None = None) -> list[Verified]:
+    """Verify every signer of a SignedData against ``keyring`` (as OpenSSL's CMS_verify does).
+
+    For ``resign --append``: pyrauc checks what it wrote, although bundles with several signers
+    are refused where RAUC refuses them (see :func:`cms_verify`).
+    """
+    verifier = ChainVerifier(keyring)
+    parsed = _parse_for_verify(der, detached_path, detached_size)
+    return [_verify_signer(si, parsed, verifier, keyring, None, _signing_time(si)) for si in parsed.signer_infos]
+
+
+def _verification_time(keyring: Keyring, signer_infos: Sequence[cms.SignerInfo], signing_time: dt.datetime | None,
+                       at: dt.datetime | None) -> dt.datetime | None:
+    """``at``, or the bundle's signing time with ``use_bundle_signing_time``."""
+    if not keyring.use_bundle_signing_time:
+        return at
+    if len(signer_infos) > 1:
+        raise SignatureError("multiple signerInfos are not supported with 'use-bundle-signing-time'")
+    if signing_time is None:
+        raise SignatureError("Bundle signing time attribute not found in signature")
+    log.info("Using bundle signing time (%s) for certificate verification.", signing_time)
+    return signing_time
 
 
 def _check_signer_info(si: cms.SignerInfo, signer: x509.Certificate, content: _Content) -> None:

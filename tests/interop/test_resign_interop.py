@@ -149,3 +149,28 @@ def test_block_hash_index_bundle_read_by_rauc(tmp_path: Path, pki: Pki, rauc_bin
             info = tool("info", "--keyring", pki.keyring, bundle)
             assert "block-hash-index" in info.stdout
     assert len(set(extracted.values())) == 1
+
+
+def test_resign_append_multi_signer(tmp_path: Path, pki: Pki, rauc_bin: str) -> None:
+    """Two signers: written only when every signer verifies; read wherever rauc reads it, refused
+    with rauc's message where rauc refuses it (verification supports one signer)."""
+    bundle = pyrauc_bundle(write_content(tmp_path / "c", "verity"), tmp_path / "b.raucb", pki.signer_direct)
+    out = tmp_path / "two.raucb"
+    res = pyrauc("resign", "--append", "--cert", pki.signer.cert_path, "--key", pki.signer.key_path,
+                 "--intermediate", pki.intermediate.cert_path, "--keyring", pki.keyring, bundle, out)
+    assert res.returncode == 0, res.stderr
+    assert "Verified inline signature by 'O = Test Org, CN = signer-direct', 'O = Test Org, CN = signer'" \
+        in res.stderr
+    tools = {"pyrauc": pyrauc, "rauc": lambda *a: rauc(rauc_bin, *a)}
+    for name, tool in tools.items():
+        unverified = tool("info", "--no-verify", out)
+        assert unverified.returncode == 0 and "Signature unverified" in unverified.stdout, (name, unverified.stderr)
+        for cmd in (("info", "--keyring", pki.keyring, out), ("extract", "--keyring", pki.keyring, out,
+                                                               tmp_path / f"x-{name}")):
+            refused = tool(*cmd)
+            assert refused.returncode == 1 and error_lines(refused)[-1] == "Unsupported number of signers: 2", name
+    untrusted = pyrauc("resign", "--append", "--cert", pki.other_signer.cert_path, "--key", pki.other_signer.key_path,
+                       "--keyring", pki.keyring, bundle, tmp_path / "bad.raucb")
+    assert untrusted.returncode == 1 and not (tmp_path / "bad.raucb").exists()
+    assert error_lines(untrusted) == ["Failed to resign bundle: failed to sign manifest: signature verification "
+                                      "failed: Verify error: unable to get local issuer certificate"]
