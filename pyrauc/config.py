@@ -359,23 +359,7 @@ class _Parser:
         c = SystemConfig(path=self.path, compatible=compatible, bootloader=bootloader)
 
         c.mountprefix = self.s(g, "mountprefix") or c.mountprefix
-        # bootloader specific keys are only consumed for their bootloader (else "Invalid key")
-        if bootloader == "grub":
-            c.grubenv = self.path_(g, "grubenv") or c.grubenv
-        if bootloader == "barebox":
-            c.barebox_statename = self.s(g, "barebox-statename")
-            c.barebox_dtbpath = self.path_(g, "barebox-dtbpath")
-        if bootloader == "efi":
-            c.efi_use_bootnext = self.b(g, "efi-use-bootnext", True)
-        for key in ("boot-attempts", "boot-attempts-primary"):
-            if kf.has_key(g, key):
-                value = kf.consume_integer(g, key)
-                if bootloader not in ("uboot", "barebox"):
-                    raise ConfigError(
-                        f"Configuring boot attempts is valid for uboot or barebox only (not for {bootloader})")
-                if value is None or value <= 0:
-                    raise ConfigError(f"Value for \"{key}\" must be greater than 0")
-                setattr(c, key.replace("-", "_"), value)
+        self._bootloader_keys(c)
         c.activate_installed = self.b(g, "activate-installed", True)
         c.perform_pre_check = self.b(g, "perform-pre-check", False)
         c.prevent_late_fallback = self.b(g, "prevent-late-fallback", False)
@@ -408,6 +392,38 @@ class _Parser:
                 f"Min version format invalid, expected: Major[.Minor[.Patch]][-pre_release], got: {mbv}")
         c.min_bundle_version = mbv
 
+        self._status_location(c)
+        kf.ensure_group_consumed(g)
+
+        self._keyring(c)
+        self._simple(c)
+        self._slots(c)
+        kf.ensure_consumed()
+        return c
+
+    def _bootloader_keys(self, c: SystemConfig) -> None:
+        """Keys of one bootloader are only consumed for it (else "Invalid key")."""
+        kf, g, bootloader = self.kf, "system", c.bootloader
+        if bootloader == "grub":
+            c.grubenv = self.path_(g, "grubenv") or c.grubenv
+        if bootloader == "barebox":
+            c.barebox_statename = self.s(g, "barebox-statename")
+            c.barebox_dtbpath = self.path_(g, "barebox-dtbpath")
+        if bootloader == "efi":
+            c.efi_use_bootnext = self.b(g, "efi-use-bootnext", True)
+        for key in ("boot-attempts", "boot-attempts-primary"):
+            if kf.has_key(g, key):
+                value = kf.consume_integer(g, key)
+                if bootloader not in ("uboot", "barebox"):
+                    raise ConfigError(
+                        f"Configuring boot attempts is valid for uboot or barebox only (not for {bootloader})")
+                if value is None or value <= 0:
+                    raise ConfigError(f"Value for \"{key}\" must be greater than 0")
+                setattr(c, key.replace("-", "_"), value)
+
+    def _status_location(self, c: SystemConfig) -> None:
+        """data-directory and statusfile: the central status file or per-slot status."""
+        g = "system"
         c.data_directory = self.path_(g, "data-directory")
         statusfile = self.s(g, "statusfile")
         if statusfile is not None and statusfile != PER_SLOT:
@@ -422,13 +438,6 @@ class _Parser:
             c.statusfile = PER_SLOT
             c.messages.append("No data directory or status file set, falling back to per-slot status.\n"
                               "Consider setting 'data-directory=<path>' explicitly.")
-        kf.ensure_group_consumed(g)
-
-        self._keyring(c)
-        self._simple(c)
-        self._slots(c)
-        kf.ensure_consumed()
-        return c
 
     def _keyring(self, c: SystemConfig) -> None:
         g = "keyring"
