@@ -21,6 +21,7 @@ from pyrauc import mount
 from pyrauc.bootloaders import Bootloader, create_backend
 from pyrauc.config import SystemConfig
 from pyrauc.errors import RaucError
+from pyrauc.eventlog import EventLog
 from pyrauc.slots import EXTERNAL, Slot, build_slots, determine_slot_states, find_by_device
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Context:
     variant: str | None
     mountprefix: str
     system_info: dict[str, str] = field(default_factory=dict)
+    event_log: EventLog = field(default_factory=EventLog)   # [log.*] of system.conf (none by default)
 
     @property
     def compatible(self) -> str:
@@ -137,8 +139,12 @@ def determine_variant(config: SystemConfig, dt_compatible: str = "/proc/device-t
 def create_context(config: SystemConfig, *, override_boot_slot: str | None = None,
                    mountprefix: str | None = None, cmdline_path: str | os.PathLike[str] = "/proc/cmdline",
                    disk_root: str | os.PathLike[str] = "/dev/disk", mountinfo: str = mount.MOUNTINFO,
-                   backend: Bootloader | None = None, require_booted: bool = True) -> Context:
-    """Build the context; ContextError("Did not find booted slot ...") unless require_booted=False."""
+                   backend: Bootloader | None = None, require_booted: bool = True,
+                   event_log: EventLog | None = None) -> Context:
+    """Build the context; ContextError("Did not find booted slot ...") unless require_booted=False.
+
+    ``event_log`` is shared by the contexts of one process (the service); default: system.conf's.
+    """
     slots = build_slots(config)
     backend = backend or create_backend(config, slots)
     if override_boot_slot:
@@ -169,4 +175,5 @@ def create_context(config: SystemConfig, *, override_boot_slot: str | None = Non
         if rootslot is not None and rootslot.mount_point is None:
             rootslot.mount_point = "/"
     return Context(config=config, slots=slots, backend=backend, bootname=bootname, booted=booted,
-                   variant=variant, mountprefix=mountprefix or config.mountprefix, system_info=info)
+                   variant=variant, mountprefix=mountprefix or config.mountprefix, system_info=info,
+                   event_log=event_log if event_log is not None else EventLog.from_config(config))
