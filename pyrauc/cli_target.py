@@ -183,6 +183,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.output_format not in FORMATS:
         err(f"Unknown output format: '{args.output_format}'")
         return 1
+    from pyrauc import client
+
+    if client.use_service(args):
+        return _status_via_service(args, positional)
     config = system_config(args)
     ctx = _context(args, config)
     if positional:
@@ -194,6 +198,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"rauc status: {message}", flush=True)
         return 0
     s = report.from_context(ctx, detailed=args.detailed, warn=err)
+    sys.stdout.write(format_status(s, args.output_format, args.detailed))
+    sys.stdout.flush()
+    return 0
+
+
+def _status_via_service(args: argparse.Namespace, positional: list[str]) -> int:
+    """``status`` and ``mark-*`` through the D-Bus service (RAUC's service build)."""
+    from pyrauc import client
+
+    if positional:
+        state = positional[0].removeprefix("mark-")
+        try:
+            _, message = client.mark(state, positional[1] if len(positional) > 1 else "booted", warn=err)
+        except client.MarkRefused as e:
+            err(f"rauc mark: {e}")
+            return 1
+        print(f"rauc status: {message}", flush=True)
+        return 0
+    s = client.status(warn=err)
     sys.stdout.write(format_status(s, args.output_format, args.detailed))
     sys.stdout.flush()
     return 0

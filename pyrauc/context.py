@@ -136,6 +136,20 @@ def determine_variant(config: SystemConfig, dt_compatible: str = "/proc/device-t
     return None
 
 
+def update_mount_points(slots: dict[str, Slot], *, mountinfo: str = mount.MOUNTINFO,
+                        cmdline_path: str | os.PathLike[str] = "/proc/cmdline",
+                        disk_root: str | os.PathLike[str] = "/dev/disk") -> None:
+    """Where each slot is mounted now (the service refreshes this before every answer)."""
+    for slot in slots.values():
+        slot.mount_point = mount.find_mount_point(slot.device, mountinfo)
+    if mount.mounted_source("/", mountinfo) == "/dev/root":
+        # the kernel mounted root= itself: mountinfo only shows /dev/root
+        root = _cmdline_value(read_cmdline(cmdline_path), "root")
+        rootslot = find_by_device(slots, resolve_root(root, disk_root)) if root else None
+        if rootslot is not None and rootslot.mount_point is None:
+            rootslot.mount_point = "/"
+
+
 def create_context(config: SystemConfig, *, override_boot_slot: str | None = None,
                    mountprefix: str | None = None, cmdline_path: str | os.PathLike[str] = "/proc/cmdline",
                    disk_root: str | os.PathLike[str] = "/dev/disk", mountinfo: str = mount.MOUNTINFO,
@@ -166,14 +180,7 @@ def create_context(config: SystemConfig, *, override_boot_slot: str | None = Non
             log.warning(str(e))
         if "RAUC_SYSTEM_VARIANT" in info:
             variant = info["RAUC_SYSTEM_VARIANT"]
-    for slot in slots.values():
-        slot.mount_point = mount.find_mount_point(slot.device, mountinfo)
-    if mount.mounted_source("/", mountinfo) == "/dev/root":
-        # the kernel mounted root= itself: mountinfo only shows /dev/root
-        root = _cmdline_value(read_cmdline(cmdline_path), "root")
-        rootslot = find_by_device(slots, resolve_root(root, disk_root)) if root else None
-        if rootslot is not None and rootslot.mount_point is None:
-            rootslot.mount_point = "/"
+    update_mount_points(slots, mountinfo=mountinfo, cmdline_path=cmdline_path, disk_root=disk_root)
     return Context(config=config, slots=slots, backend=backend, bootname=bootname, booted=booted,
                    variant=variant, mountprefix=mountprefix or config.mountprefix, system_info=info,
                    event_log=event_log if event_log is not None else EventLog.from_config(config))
