@@ -230,6 +230,11 @@ class EventLog:
     def from_config(cls, config: SystemConfig | None) -> EventLog:
         if config is None:
             return cls()
+        if config.logs and config.data_directory:
+            try:   # RAUC's context creates it; relative log files live there
+                os.makedirs(config.data_directory, exist_ok=True)
+            except OSError as e:
+                log.warning("Failed to create data directory '%s': %s", config.data_directory, e.strerror)
         return cls([FileLogger.from_config(lc) for lc in config.logs.values()])
 
     def emit(self, event: Event, now: datetime | None = None) -> None:
