@@ -119,9 +119,12 @@ def use_service(args: argparse.Namespace) -> bool:
 
 def install_args(*, ignore_compatible: bool, ignore_version_limit: bool, transaction_id: str | None,
                  require_manifest_hash: str | None, tls: dict[str, Any]) -> dict[str, Variant]:
-    """InstallBundle's arguments as RAUC's client sends them (both ignore flags always)."""
-    args = {"ignore-compatible": Variant("b", ignore_compatible),
-            "ignore-version-limit": Variant("b", ignore_version_limit)}
+    """InstallBundle's arguments as RAUC's client sends them: ``ignore-compatible`` always,
+    ``ignore-version-limit`` only when set (services before RAUC 1.12, e.g. Debian's 1.8, refuse
+    the key as unsupported), the others when given."""
+    args = {"ignore-compatible": Variant("b", ignore_compatible)}
+    if ignore_version_limit:
+        args["ignore-version-limit"] = Variant("b", True)
     if transaction_id:
         args["transaction-id"] = Variant("s", transaction_id)
     if require_manifest_hash:
