@@ -5,6 +5,10 @@
 ``Installing `<bundle>` succeeded`` (exit 0). With ``--progress`` on a terminal a progress bar
 stays below the scrolling lines, drawn as RAUC's client draws it. ``mount <BUNDLE>`` verifies and
 mounts a bundle at ``<mountprefix>/bundle`` and leaves it mounted.
+
+``install`` goes through the D-Bus service when :func:`pyrauc.client.use_service` says so (the
+service's ``installing`` line first, exit 2 on D-Bus errors, 3 on Ctrl+C); ``service`` runs
+:mod:`pyrauc.service`.
 """
 
 from __future__ import annotations

@@ -17,24 +17,12 @@ from typing import Any
 from pyrauc.context import Context
 from pyrauc.errors import RaucError
 from pyrauc.slots import BOOTED
-from pyrauc.status import SlotStatus, load_slot_status
+from pyrauc.status import FIELDS, SlotStatus, load_slot_status
 
-# slot status keys of GetSlotStatus: (D-Bus key, SlotStatus attribute, D-Bus signature)
-STATUS_KEYS: tuple[tuple[str, str, str], ...] = (
-    ("bundle.compatible", "bundle_compatible", "s"),
-    ("bundle.version", "bundle_version", "s"),
-    ("bundle.description", "bundle_description", "s"),
-    ("bundle.build", "bundle_build", "s"),
-    ("bundle.hash", "bundle_hash", "s"),
-    ("status", "status", "s"),
-    ("sha256", "checksum_sha256", "s"),
-    ("size", "checksum_size", "t"),
-    ("installed.transaction", "installed_transaction", "s"),
-    ("installed.timestamp", "installed_timestamp", "s"),
-    ("installed.count", "installed_count", "u"),
-    ("activated.timestamp", "activated_timestamp", "s"),
-    ("activated.count", "activated_count", "u"),
-)
+# slot status keys of GetSlotStatus: (D-Bus key, SlotStatus attribute, D-Bus signature): the status
+# file's keys, the image size as "t", the counts as "u"
+STATUS_KEYS: tuple[tuple[str, str, str], ...] = tuple(
+    (key, attr, "t" if key == "size" else ("u" if kind == "u" else "s")) for key, attr, kind in FIELDS)
 # slot keys of GetSlotStatus: (D-Bus key, SlotReport attribute); all strings
 SLOT_KEYS: tuple[tuple[str, str], ...] = (
     ("class", "sclass"), ("device", "device"), ("type", "type"), ("bootname", "bootname"), ("state", "state"),
