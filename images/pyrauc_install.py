@@ -7,7 +7,10 @@ Three cached pieces keep a pyrauc-only change cheap:
 * pydeps: /opt/pyrauc as a venv created by the target's python3 in a chroot with those wheels
   installed offline, keyed by rootfs + wheels;
 * the pyrauc wheel itself, built here from pyproject.toml + pyrauc/ (pure Python, fixed
-  timestamps) and installed with the venv's pip into a hard-linked copy of the rootfs.
+  timestamps) and installed with the venv's pip into a hard-linked copy of the rootfs, together
+  with the D-Bus service files of pyrauc/data (:data:`SERVICE_FILES`: policy, activation file,
+  rauc-service.sh, the Type=dbus rauc.service unit and the interface XML), so that ``rauc
+  install`` on the target goes through the bus-activated ``rauc service``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ from pathlib import Path
 from .common import REPO, SOURCE_DATE_EPOCH, Hasher, cached, prune, run, stage
 
 VENV = "/opt/pyrauc"
+DATA = REPO / "pyrauc" / "data"
+#: pyrauc/data file -> (path in the rootfs, mode)
+SERVICE_FILES: dict[str, tuple[str, int]] = {
+    "de.pengutronix.rauc.conf": ("usr/share/dbus-1/system.d/de.pengutronix.rauc.conf", 0o644),
+    "de.pengutronix.rauc.service": ("usr/share/dbus-1/system-services/de.pengutronix.rauc.service", 0o644),
+    "rauc-service.sh": ("usr/local/libexec/rauc-service.sh", 0o755),
+    "rauc.service": ("etc/systemd/system/rauc.service", 0o644),
+    "de.pengutronix.rauc.Installer.xml": ("usr/share/dbus-1/interfaces/de.pengutronix.rauc.Installer.xml", 0o644),
+}
 TARGET_PYTHON = "3.11"        # bookworm's python3
 PLATFORMS = ["manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64"]  # bookworm has glibc 2.36
@@ -105,7 +117,7 @@ def build_pydeps(cache: Path, base: Path, base_key: str, wheels: Path, wheels_ke
 def source_key() -> str:
     """Content hash of what goes into the pyrauc wheel."""
     h = Hasher("pyrauc-src").file(REPO / "pyproject.toml")
-    return h.tree(REPO / "pyrauc", ["**/*.py", "**/*.typed"]).hexdigest()
+    return h.tree(REPO / "pyrauc", ["**/*.py", "**/*.typed", "data/*"]).hexdigest()
 
 
 def _record_line(name: str, data: bytes) -> str:
@@ -155,4 +167,17 @@ def install_pyrauc(root: Path, pydeps: Path) -> list[Path]:
     # hash-based pycs: reproducible and valid whatever the file times are
     run(["chroot", root, f"{VENV}/bin/python", "-m", "compileall", "-q", "--invalidation-mode",
          "checked-hash", f"{VENV}/lib/python{TARGET_PYTHON}/site-packages/pyrauc"], env=chroot_env())
-    return [venv]
+    return [venv, *install_service_files(root)]
+
+
+def install_service_files(root: Path) -> list[Path]:
+    """The D-Bus policy, activation file, rauc-service.sh and rauc.service unit in ROOT."""
+    written = []
+    for name, (rel, mode) in SERVICE_FILES.items():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)          # the tree may hard-link the cached base rootfs
+        dest.write_bytes((DATA / name).read_bytes())
+        dest.chmod(mode)
+        written.append(dest)
+    return written

@@ -18,6 +18,15 @@ from pyrauc import bundle
 from pyrauc.config import SystemConfig
 from pyrauc.signature import Keyring
 
+#: URL schemes RAUC streams bundles from (pyrauc has no streaming yet)
+STREAMING_SCHEMES: tuple[str, ...] = ("http://", "https://", "ftp://", "ftps://", "sftp://", "tftp://")
+NO_STREAMING = "Streaming bundles from a URL is not supported by pyrauc"
+
+
+def is_url(source: str) -> bool:
+    """Whether a bundle argument is a URL to stream from rather than a local path."""
+    return source.startswith(STREAMING_SCHEMES)
+
 
 @dataclass(frozen=True)
 class BundleAccess:

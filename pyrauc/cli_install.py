@@ -5,6 +5,10 @@
 ``Installing `<bundle>` succeeded`` (exit 0). With ``--progress`` on a terminal a progress bar
 stays below the scrolling lines, drawn as RAUC's client draws it. ``mount <BUNDLE>`` verifies and
 mounts a bundle at ``<mountprefix>/bundle`` and leaves it mounted.
+
+``install`` goes through the D-Bus service when :func:`pyrauc.client.use_service` says so (the
+service's ``installing`` line first, exit 2 on D-Bus errors, 3 on Ctrl+C); ``service`` runs
+:mod:`pyrauc.service`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import termios
 from collections.abc import Callable
 from typing import TextIO
 
+from pyrauc.access import NO_STREAMING, is_url
 from pyrauc.cli_common import (
     DECRYPT_KEY,
     KEYRING,
@@ -85,13 +90,43 @@ def progress_printer(stream: TextIO, bar: bool) -> Callable[[str], None]:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    """``install <BUNDLE>`` in this process (pyrauc has no D-Bus service yet)."""
+    """``install <BUNDLE>`` through the D-Bus service when it is there, else in this process
+    (:func:`pyrauc.client.use_service` decides)."""
+    from pyrauc import client
+
+    if client.use_service(args):
+        return _install_via_service(args)
+    return _install_here(args)
+
+
+def _install_via_service(args: argparse.Namespace) -> int:
+    """As a RAUC service build: the service installs, this process shows its progress."""
+    from pyrauc import client
+
+    (source,) = positionals(args, "A bundle filename name must be provided")
+    if args.keyring:
+        raise RaucError(client.KEYRING_REFUSED)
+    path = source if is_url(source) else os.path.abspath(local_path(source))
+    if not is_url(source) and not os.path.exists(path):
+        raise RaucError(f"No such file: {path}")
+    emit = progress_printer(sys.stdout, bool(args.progress) and sys.stdout.isatty())
+    tls = {"tls-cert": args.tls_cert, "tls-key": args.tls_key, "tls-ca": args.tls_ca,
+           "tls-no-verify": args.tls_no_verify, "http-headers": list(args.http_header or [])}
+    call_args = client.install_args(ignore_compatible=bool(args.ignore_compatible),
+                                    ignore_version_limit=bool(args.ignore_version_limit),
+                                    transaction_id=args.transaction_id,
+                                    require_manifest_hash=args.require_manifest_hash, tls=tls)
+    return client.install(path, call_args, emit=emit, out=out, err=err)
+
+
+def _install_here(args: argparse.Namespace) -> int:
+    """As a RAUC build without the service: the install runs in this process."""
     from pyrauc.install import InstallArgs, run_cli_install
 
     config = system_config(args)
     (source,) = positionals(args, "A bundle filename name must be provided")
-    if source.startswith(("http://", "https://", "ftp://", "ftps://", "sftp://", "tftp://")):
-        out("LastError: Streaming bundles from a URL is not supported by pyrauc")
+    if is_url(source):
+        out(f"LastError: {NO_STREAMING}")
         err(f"Installing `{source}` failed")
         return 1
     path = os.path.abspath(local_path(source))
@@ -120,9 +155,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_service(args: argparse.Namespace) -> int:
-    """``service``: pyrauc has no D-Bus service yet."""
-    system_config(args)
-    raise RaucError("Failed to execute service: the D-Bus service is not supported by pyrauc")
+    """``service``: the D-Bus service (:mod:`pyrauc.service`) until SIGTERM."""
+    from pyrauc.service import ServiceOptions, run_service
+
+    config = system_config(args)
+    positionals(args)
+    return run_service(ServiceOptions(config, override_boot_slot=args.override_boot_slot,
+                                      handler_args=args.handler_args, keyring=args.keyring, mountprefix=args.mount),
+                       out)
 
 
 HANDLER_ARGS = Option("handler-args", "extra handler arguments", "ARGS")

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyrauc import mark
+from pyrauc import mark, report
 from pyrauc.cli_common import Command, err, positionals, system_config
 from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context
 from pyrauc.errors import RaucError
 from pyrauc.goption import Option
-from pyrauc.slots import Slot, build_slots
-from pyrauc.status import SlotStatus, load_slot_status
+from pyrauc.report import SlotReport, SystemReport
+from pyrauc.slots import build_slots
+from pyrauc.status import SlotStatus
 
 MARKS = ("mark-good", "mark-bad", "mark-active")
 FORMATS = ("readable", "shell", "json", "json-pretty")
@@ -37,41 +38,7 @@ def _context(args: argparse.Namespace, config: SystemConfig) -> Context:
 
 
 # --------------------------------------------------------------------------------------------
-# status data
-
-class _SlotInfo:
-    def __init__(self, slot: Slot, boot_good: bool | None, status: SlotStatus | None) -> None:
-        self.slot = slot
-        self.boot_good = boot_good
-        self.status = status
-
-    @property
-    def boot_status(self) -> str | None:
-        if self.boot_good is None:
-            return None
-        return "good" if self.boot_good else "bad"
-
-
-class _Status:
-    def __init__(self, ctx: Context, detailed: bool) -> None:
-        self.ctx = ctx
-        self.detailed = detailed
-        self.primary: Slot | None = None
-        try:
-            self.primary = ctx.backend.get_primary()
-        except RaucError as e:
-            err(f"Failed to get primary: {e}")
-        self.infos: dict[str, _SlotInfo] = {}
-        for name, slot in ctx.slots.items():
-            good: bool | None = None
-            if slot.bootname is not None:
-                try:
-                    good = ctx.backend.get_state(slot)
-                except RaucError as e:
-                    err(f"Failed to get boot state of {name}: {e}")
-            st = load_slot_status(ctx.config, slot) if detailed else None
-            self.infos[name] = _SlotInfo(slot, good, st)
-
+# status output
 
 def _status_fields(st: SlotStatus) -> list[tuple[str, str, list[tuple[str, Any]]]]:
     return [
@@ -87,51 +54,50 @@ def _status_fields(st: SlotStatus) -> list[tuple[str, str, list[tuple[str, Any]]
     ]
 
 
-def format_readable(s: _Status) -> str:
-    ctx = s.ctx
-    booted = ctx.booted
+def format_readable(s: SystemReport, detailed: bool) -> str:
+    booted = s.booted
+    primary = s.slot(s.primary)
     lines = ["=== System Info ===",
-             f"Compatible:  {ctx.compatible}",
-             f"Variant:     {ctx.variant or ''}",
-             f"Booted from: {booted.name if booted else ''} ({ctx.bootname or ''})",
+             f"Compatible:  {s.compatible}",
+             f"Variant:     {s.variant or ''}",
+             f"Booted from: {booted.name if booted else ''} ({s.bootslot or ''})",
              "",
              "=== Bootloader ===",
-             f"Activated: {s.primary.name if s.primary else ''} ({s.primary.bootname if s.primary else ''})",
+             f"Activated: {primary.name if primary else ''} ({primary.bootname if primary else ''})",
              "",
              "=== Slot States ==="]
 
-    def append(info: _SlotInfo, indent: str, first: bool) -> None:
-        slot = info.slot
-        mark = ("x" if slot is s.primary else "o") if first else " "
+    def append(slot: SlotReport, indent: str, first: bool) -> None:
+        mark = ("x" if primary is not None and slot.name == primary.name else "o") if first else " "
         lines.append(f"{indent}{mark if first else ''}{' ' if first else ''}"
                      f"[{slot.name}] ({slot.device}, {slot.type}, {slot.state})")
         pad = "\t" + indent
         if slot.bootname:
             lines.append(f"{pad}bootname: {slot.bootname}")
-        if slot.mount_point:
-            lines.append(f"{pad}mounted: {slot.mount_point}")
-        if slot.bootname and info.boot_status:
-            lines.append(f"{pad}boot status: {info.boot_status}")
-        if s.detailed and info.status is not None:
+        if slot.mountpoint:
+            lines.append(f"{pad}mounted: {slot.mountpoint}")
+        if slot.bootname and slot.boot_status:
+            lines.append(f"{pad}boot status: {slot.boot_status}")
+        if detailed and slot.status is not None:
             lines.append(f"{pad}slot status:")
-            for title, _, values in _status_fields(info.status):
+            for title, _, values in _status_fields(slot.status):
                 shown = [(k, v) for k, v in values if v is not None]
                 if not shown:
                     continue
                 lines.append(f"{pad}    {title}:")
                 lines.extend(f"{pad}        {k}={v}" for k, v in shown)
-            lines.append(f"{pad}    status: {info.status.status or ''}")
+            lines.append(f"{pad}    status: {slot.status.status or ''}")
 
-    def children(parent: Slot, depth: int) -> None:
-        for info in s.infos.values():
-            if info.slot.parent is parent:
-                append(info, "    " * depth, False)
-                children(info.slot, depth + 1)
+    def children(parent: SlotReport, depth: int) -> None:
+        for slot in s.slots:
+            if slot.parent == parent.name:
+                append(slot, "    " * depth, False)
+                children(slot, depth + 1)
 
-    for info in s.infos.values():
-        if info.slot.parent is None:
-            append(info, "", True)
-            children(info.slot, 1)
+    for slot in s.slots:
+        if slot.parent is None:
+            append(slot, "", True)
+            children(slot, 1)
             lines.append("")
     if lines[-1] == "":
         lines.pop()
@@ -143,57 +109,63 @@ def shell_quote(value: str | None) -> str:
     return "'" + (value or "").replace("'", "'\\''") + "'"
 
 
-def format_shell(s: _Status) -> str:
-    ctx = s.ctx
+def format_shell(s: SystemReport, detailed: bool) -> str:
     out: list[str] = []
 
     def add(key: str, value: Any) -> None:
         out.append(f"{key}={shell_quote(None if value is None else str(value))}")
 
-    add("RAUC_SYSTEM_COMPATIBLE", ctx.compatible)
-    add("RAUC_SYSTEM_VARIANT", ctx.variant)
-    add("RAUC_SYSTEM_BOOTED_BOOTNAME", ctx.bootname)
-    add("RAUC_BOOT_PRIMARY", s.primary.name if s.primary else None)
-    names = list(s.infos)
-    add("RAUC_SYSTEM_SLOTS", " ".join(names))
-    add("RAUC_SLOTS", " ".join(str(i) for i in range(1, len(names) + 1)))
-    for n, info in enumerate(s.infos.values(), start=1):
-        slot = info.slot
+    add("RAUC_SYSTEM_COMPATIBLE", s.compatible)
+    add("RAUC_SYSTEM_VARIANT", s.variant)
+    add("RAUC_SYSTEM_BOOTED_BOOTNAME", s.bootslot)
+    add("RAUC_BOOT_PRIMARY", s.primary)
+    add("RAUC_SYSTEM_SLOTS", " ".join(slot.name for slot in s.slots))
+    add("RAUC_SLOTS", " ".join(str(i) for i in range(1, len(s.slots) + 1)))
+    for n, slot in enumerate(s.slots, start=1):
         add(f"RAUC_SLOT_STATE_{n}", slot.state)
         add(f"RAUC_SLOT_CLASS_{n}", slot.sclass)
         add(f"RAUC_SLOT_DEVICE_{n}", slot.device)
         add(f"RAUC_SLOT_TYPE_{n}", slot.type)
         add(f"RAUC_SLOT_BOOTNAME_{n}", slot.bootname)
-        add(f"RAUC_SLOT_PARENT_{n}", slot.parent.name if slot.parent else None)
-        add(f"RAUC_SLOT_MOUNTPOINT_{n}", slot.mount_point)
-        add(f"RAUC_SLOT_BOOT_STATUS_{n}", info.boot_status)
-        if s.detailed and info.status is not None:
-            for _, prefix, values in _status_fields(info.status):
+        add(f"RAUC_SLOT_PARENT_{n}", slot.parent)
+        add(f"RAUC_SLOT_MOUNTPOINT_{n}", slot.mountpoint)
+        add(f"RAUC_SLOT_BOOT_STATUS_{n}", slot.boot_status)
+        if detailed and slot.status is not None:
+            for _, prefix, values in _status_fields(slot.status):
                 for key, value in values:
                     add(f"RAUC_SLOT_STATUS_{prefix}_{key.upper()}_{n}", value)
-            add(f"RAUC_SLOT_STATUS_STATUS_{n}", info.status.status)
+            add(f"RAUC_SLOT_STATUS_STATUS_{n}", slot.status.status)
     return "\n".join(out) + "\n"
 
 
-def status_dict(s: _Status) -> dict[str, Any]:
-    ctx = s.ctx
+def status_dict(s: SystemReport, detailed: bool) -> dict[str, Any]:
     slots: list[dict[str, Any]] = []
-    for name, info in s.infos.items():
-        slot = info.slot
+    for slot in s.slots:
         entry: dict[str, Any] = {
             "class": slot.sclass, "device": slot.device, "type": slot.type, "bootname": slot.bootname,
-            "state": slot.state, "parent": slot.parent.name if slot.parent else None,
-            "mountpoint": slot.mount_point, "boot_status": info.boot_status,
+            "state": slot.state, "parent": slot.parent, "mountpoint": slot.mountpoint,
+            "boot_status": slot.boot_status,
         }
-        if s.detailed and info.status is not None:
+        if detailed and slot.status is not None:
             st: dict[str, Any] = {}
-            for title, _, values in _status_fields(info.status):
+            for title, _, values in _status_fields(slot.status):
                 st[title] = dict(values)
-            st["status"] = info.status.status
+            st["status"] = slot.status.status
             entry["slot_status"] = st
-        slots.append({name: entry})
-    return {"compatible": ctx.compatible, "variant": ctx.variant, "booted": ctx.bootname,
-            "boot_primary": s.primary.name if s.primary else None, "slots": slots}
+        slots.append({slot.name: entry})
+    return {"compatible": s.compatible, "variant": s.variant, "booted": s.bootslot,
+            "boot_primary": s.primary, "slots": slots}
+
+
+def format_status(s: SystemReport, output_format: str, detailed: bool) -> str:
+    """``rauc status`` in one of :data:`FORMATS`."""
+    if output_format == "readable":
+        return format_readable(s, detailed)
+    if output_format == "shell":
+        return format_shell(s, detailed)
+    if output_format == "json":
+        return json.dumps(status_dict(s, detailed), separators=(",", ":")) + "\n"
+    return json.dumps(status_dict(s, detailed), indent=2) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +183,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.output_format not in FORMATS:
         err(f"Unknown output format: '{args.output_format}'")
         return 1
+    from pyrauc import client
+
+    if client.use_service(args):
+        return _status_via_service(args, positional)
     config = system_config(args)
     ctx = _context(args, config)
     if positional:
@@ -221,16 +197,27 @@ def cmd_status(args: argparse.Namespace) -> int:
             return 1
         print(f"rauc status: {message}", flush=True)
         return 0
-    s = _Status(ctx, args.detailed)
-    if args.output_format == "readable":
-        text = format_readable(s)
-    elif args.output_format == "shell":
-        text = format_shell(s)
-    elif args.output_format == "json":
-        text = json.dumps(status_dict(s), separators=(",", ":")) + "\n"
-    else:
-        text = json.dumps(status_dict(s), indent=2) + "\n"
-    sys.stdout.write(text)
+    s = report.from_context(ctx, detailed=args.detailed, warn=err)
+    sys.stdout.write(format_status(s, args.output_format, args.detailed))
+    sys.stdout.flush()
+    return 0
+
+
+def _status_via_service(args: argparse.Namespace, positional: list[str]) -> int:
+    """``status`` and ``mark-*`` through the D-Bus service (RAUC's service build)."""
+    from pyrauc import client
+
+    if positional:
+        state = positional[0].removeprefix("mark-")
+        try:
+            _, message = client.mark(state, positional[1] if len(positional) > 1 else "booted", warn=err)
+        except client.MarkRefused as e:
+            err(f"rauc mark: {e}")
+            return 1
+        print(f"rauc status: {message}", flush=True)
+        return 0
+    s = client.status(warn=err)
+    sys.stdout.write(format_status(s, args.output_format, args.detailed))
     sys.stdout.flush()
     return 0
 

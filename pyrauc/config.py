@@ -36,6 +36,9 @@ DEFAULT_MAX_BUNDLE_SIGNATURE_SIZE = 64 * 1024
 #: the largest max-bundle-signature-size accepted (an envelope for 100,000 EC recipients is ~25 MiB)
 MAX_BUNDLE_SIGNATURE_SIZE_LIMIT = 256 * 1024 * 1024
 PER_SLOT = "per-slot"
+#: event types and formats of the event log's ``[log.<name>]`` loggers
+LOG_EVENT_TYPES: tuple[str, ...] = ("install", "mark", "boot", "service", "writeslot")
+LOG_FORMATS: tuple[str, ...] = ("readable", "short", "json", "json-pretty")
 
 _SIZE = re.compile(r"^\s*([0-9]+)\s*([KMGT]?)\s*$")
 
@@ -118,9 +121,9 @@ class LogConfig:
     name: str
     filename: str
     events: list[str] = field(default_factory=lambda: ["all"])
-    format: str = "readable"
-    max_size: int | None = None
-    max_files: int | None = None
+    format: str = "readable"           # one of LOG_FORMATS
+    max_size: int | None = None        # rotate before growing past this (bytes); None: never
+    max_files: int | None = None       # files kept by the rotation (None: 10)
 
 
 @dataclass
@@ -490,22 +493,7 @@ class _Parser:
         for group in list(kf.groups()):
             if group.startswith("log."):
                 name = group[4:]
-                filename = self.s(group, "filename")
-                if filename is None:
-                    raise ConfigError(f"Key file does not have key 'filename' in group '{group}'")
-                if not os.path.isabs(filename) and c.data_directory:
-                    filename = os.path.join(c.data_directory, filename)
-                log = LogConfig(name=name, filename=filename)
-                events = kf.consume_string_list(group, "events")
-                if events is not None:
-                    log.events = events
-                log.format = self.s(group, "format") or log.format
-                if log.format not in ("readable", "short", "json", "json-pretty"):
-                    raise ConfigError(f"Invalid log format {log.format}")
-                log.max_size = self.size(group, "max-size")
-                log.max_files = kf.consume_integer(group, "max-files")
-                kf.ensure_group_consumed(group)
-                c.logs[name] = log
+                c.logs[name] = self._log(c, group, name)
             elif group.startswith("artifacts."):
                 name = group[len("artifacts."):]
                 path = self.path_(group, "path")
@@ -518,6 +506,36 @@ class _Parser:
                                                        description=self.s(group, "description"),
                                                        parent_class=self.s(group, "parent-class"))
                 kf.ensure_group_consumed(group)
+
+    def _log(self, c: SystemConfig, group: str, name: str) -> LogConfig:
+        """One ``[log.<name>]`` group, checked as RAUC's event log setup does."""
+        filename = self.s(group, "filename")
+        if filename is None:
+            raise ConfigError(f"Key file does not have key 'filename' in group '{group}'")
+        if not os.path.isabs(filename):
+            if not c.data_directory:
+                raise ConfigError("Relative filename requires data-directory to be set")
+            filename = os.path.join(c.data_directory, filename)
+        log = LogConfig(name=name, filename=filename)
+        events = self.kf.consume_string_list(group, "events")
+        if events is not None:
+            for event in events:
+                if event not in (*LOG_EVENT_TYPES, "all"):
+                    raise ConfigError(f"Unsupported event log type '{event}'")
+            if "all" in events and len(events) > 1:
+                raise ConfigError("Event type 'all' cannot be combined")
+            log.events = events
+        log.format = self.s(group, "format") or log.format
+        if log.format not in LOG_FORMATS:
+            raise ConfigError(f"Unknown log format '{log.format}'")
+        log.max_size = self.size(group, "max-size")
+        log.max_files = self.kf.consume_integer(group, "max-files")
+        if log.max_files is not None and log.max_files < 1:
+            raise ConfigError("Value for 'max-files' must be >= 1")
+        if log.max_files is not None and log.max_files > 1000:
+            raise ConfigError(f"Value of {log.max_files} for 'max-files' looks implausible")
+        self.kf.ensure_group_consumed(group)
+        return log
 
     def _slots(self, c: SystemConfig) -> None:
         kf = self.kf

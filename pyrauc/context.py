@@ -21,6 +21,7 @@ from pyrauc import mount
 from pyrauc.bootloaders import Bootloader, create_backend
 from pyrauc.config import SystemConfig
 from pyrauc.errors import RaucError
+from pyrauc.eventlog import EventLog
 from pyrauc.slots import EXTERNAL, Slot, build_slots, determine_slot_states, find_by_device
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Context:
     variant: str | None
     mountprefix: str
     system_info: dict[str, str] = field(default_factory=dict)
+    event_log: EventLog = field(default_factory=EventLog)   # [log.*] of system.conf (none by default)
 
     @property
     def compatible(self) -> str:
@@ -134,11 +136,29 @@ def determine_variant(config: SystemConfig, dt_compatible: str = "/proc/device-t
     return None
 
 
+def update_mount_points(slots: dict[str, Slot], *, mountinfo: str = mount.MOUNTINFO,
+                        cmdline_path: str | os.PathLike[str] = "/proc/cmdline",
+                        disk_root: str | os.PathLike[str] = "/dev/disk") -> None:
+    """Where each slot is mounted now (the service refreshes this before every answer)."""
+    for slot in slots.values():
+        slot.mount_point = mount.find_mount_point(slot.device, mountinfo)
+    if mount.mounted_source("/", mountinfo) == "/dev/root":
+        # the kernel mounted root= itself: mountinfo only shows /dev/root
+        root = _cmdline_value(read_cmdline(cmdline_path), "root")
+        rootslot = find_by_device(slots, resolve_root(root, disk_root)) if root else None
+        if rootslot is not None and rootslot.mount_point is None:
+            rootslot.mount_point = "/"
+
+
 def create_context(config: SystemConfig, *, override_boot_slot: str | None = None,
                    mountprefix: str | None = None, cmdline_path: str | os.PathLike[str] = "/proc/cmdline",
                    disk_root: str | os.PathLike[str] = "/dev/disk", mountinfo: str = mount.MOUNTINFO,
-                   backend: Bootloader | None = None, require_booted: bool = True) -> Context:
-    """Build the context; ContextError("Did not find booted slot ...") unless require_booted=False."""
+                   backend: Bootloader | None = None, require_booted: bool = True,
+                   event_log: EventLog | None = None) -> Context:
+    """Build the context; ContextError("Did not find booted slot ...") unless require_booted=False.
+
+    ``event_log`` is shared by the contexts of one process (the service); default: system.conf's.
+    """
     data_dir = config.data_directory
     if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise ContextError(f"Failed to create data directory '{data_dir}': Not a directory")
@@ -163,13 +183,7 @@ def create_context(config: SystemConfig, *, override_boot_slot: str | None = Non
             log.warning(str(e))
         if "RAUC_SYSTEM_VARIANT" in info:
             variant = info["RAUC_SYSTEM_VARIANT"]
-    for slot in slots.values():
-        slot.mount_point = mount.find_mount_point(slot.device, mountinfo)
-    if mount.mounted_source("/", mountinfo) == "/dev/root":
-        # the kernel mounted root= itself: mountinfo only shows /dev/root
-        root = _cmdline_value(read_cmdline(cmdline_path), "root")
-        rootslot = find_by_device(slots, resolve_root(root, disk_root)) if root else None
-        if rootslot is not None and rootslot.mount_point is None:
-            rootslot.mount_point = "/"
+    update_mount_points(slots, mountinfo=mountinfo, cmdline_path=cmdline_path, disk_root=disk_root)
     return Context(config=config, slots=slots, backend=backend, bootname=bootname, booted=booted,
-                   variant=variant, mountprefix=mountprefix or config.mountprefix, system_info=info)
+                   variant=variant, mountprefix=mountprefix or config.mountprefix, system_info=info,
+                   event_log=event_log if event_log is not None else EventLog.from_config(config))

@@ -58,5 +58,9 @@ class InstallError(RaucError):
     """An installation failed."""
 
 
+class InstallRejected(InstallError):
+    """The system refused the bundle (compatible mismatch, install-check hook): RAUC's "rejected"."""
+
+
 class BootloaderError(RaucError):
     """A bootloader backend failed."""

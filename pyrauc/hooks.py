@@ -24,7 +24,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from pyrauc.errors import InstallError
+from pyrauc.errors import InstallError, InstallRejected
 
 HOOK_REJECTED = 10
 _ENV_KEY = re.compile(r"^[A-Z0-9_]+$")
@@ -32,6 +32,10 @@ _ENV_KEY = re.compile(r"^[A-Z0-9_]+$")
 
 class HookError(InstallError):
     """A hook or handler failed or rejected the installation."""
+
+
+class HookRejected(HookError, InstallRejected):
+    """The install-check hook rejected the bundle (exit code 10)."""
 
 
 def _last_line(text: str) -> str:
@@ -57,7 +61,7 @@ def run_hook(hook: str | os.PathLike[str], action: str, env: Mapping[str, str], 
         return proc.stdout
     reason = _last_line(proc.stderr)
     if proc.returncode == HOOK_REJECTED:
-        raise HookError(f"Hook returned: '{reason}'")
+        raise HookRejected(f"Hook returned: '{reason}'")
     if proc.returncode < 0:
         raise HookError(f"Hook killed by signal {-proc.returncode}")
     raise HookError(f"Hook returned with exit code {proc.returncode}: {reason}".rstrip(": "))

@@ -30,17 +30,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyrauc import handlers, hooks, mark, mount, semver, shellwords, status
+from pyrauc import eventlog, handlers, hooks, mark, mount, semver, shellwords, status
 from pyrauc.access import BundleAccess
 from pyrauc.bundle import Bundle, check_payload
 from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context
-from pyrauc.errors import InstallError, RaucError
+from pyrauc.errors import InstallError, InstallRejected, RaucError
+from pyrauc.eventlog import EventLog
 from pyrauc.manifest import Image
 from pyrauc.slots import Slot, determine_target_group
 from pyrauc.status import SlotStatus
 
 ProgressLine = Callable[[str], None]
+#: (percentage, message, nesting depth): one change of RAUC's progress (the service's Progress)
+ProgressStep = Callable[[int, str, int], None]
 
 
 logger = logging.getLogger(__name__)
@@ -49,27 +52,35 @@ logger = logging.getLogger(__name__)
 class Steps:
     """RAUC's nested progress steps: ``"%3d%% <name>"``, ``"<name> done."`` / ``"<name> failed."``."""
 
-    def __init__(self, emit: ProgressLine) -> None:
+    def __init__(self, emit: ProgressLine, on_step: ProgressStep | None = None) -> None:
         self.emit = emit
+        self.on_step = on_step
         self.percent = 0
         self.stack: list[tuple[str, int]] = []   # (name, percent at which it ends)
 
+    def _report(self, message: str, depth: int) -> None:
+        self.emit(f"{self.percent:3d}% {message}")
+        if self.on_step is not None:
+            self.on_step(self.percent, message, depth)
+
     def begin(self, name: str, end: int) -> None:
         self.stack.append((name, end))
-        self.emit(f"{self.percent:3d}% {name}")
+        self._report(name, len(self.stack))
 
     def done(self) -> None:
+        depth = len(self.stack)
         name, end = self.stack.pop()
         self.percent = max(self.percent, end)
-        self.emit(f"{self.percent:3d}% {name} done.")
+        self._report(f"{name} done.", depth)
 
     def set_percent(self, percent: int) -> None:
         self.percent = max(self.percent, min(100, percent))
 
     def fail_all(self) -> None:
         while self.stack:
+            depth = len(self.stack)
             name, _end = self.stack.pop()
-            self.emit(f"{self.percent:3d}% {name} failed.")
+            self._report(f"{name} failed.", depth)
 
 
 @dataclass(frozen=True)
@@ -132,34 +143,46 @@ def _select_images(bundle: Bundle, variant: str | None) -> list[Image]:
 
 
 def install(bundle_path: str | os.PathLike[str], args: InstallArgs | None = None, *, config: SystemConfig,
-            progress: ProgressLine = print, context: Context | None = None) -> None:
+            progress: ProgressLine = print, context: Context | None = None,
+            on_step: ProgressStep | None = None, event_log: EventLog | None = None) -> None:
     """Install the bundle at ``bundle_path`` with ``args``; InstallError (one line) on failure.
 
     ``context`` (optional) is a prepared :class:`pyrauc.context.Context` (tests inject backends);
-    otherwise it is created from ``config`` and ``args.override_boot_slot``.
+    otherwise it is created from ``config`` and ``args.override_boot_slot``. ``on_step`` receives
+    every progress change as (percentage, message, depth), as RAUC's Progress property carries it.
+    The installation is logged as install events in ``event_log`` (default: the context's, else
+    system.conf's ``[log.*]``): "Installation <id> started", then succeeded, failed or rejected.
     """
-    steps = Steps(progress)
+    events = event_log or (context.event_log if context is not None else EventLog.from_config(config))
+    steps = Steps(progress, on_step)
+    run = _Installation(Path(bundle_path), config, args or InstallArgs(), steps, context, events)
+    events.emit(eventlog.install_started(run.transaction))
     steps.begin("Installing", 100)
     try:
-        _Installation(Path(bundle_path), config, args or InstallArgs(), steps, context).run()
+        run.run()
     except RaucError as exc:
         steps.fail_all()
+        run.log_finished(exc)
         if isinstance(exc, InstallError):
             raise
         raise InstallError(str(exc)) from exc
-    except BaseException:
+    except BaseException as exc:
         steps.fail_all()
+        run.log_finished(exc)
         raise
     steps.done()
+    run.log_finished(None)
 
 
 class _Installation:
     """State of one run of the pipeline."""
 
     def __init__(self, path: Path, config: SystemConfig, args: InstallArgs, steps: Steps,
-                 context: Context | None) -> None:
+                 context: Context | None, events: EventLog) -> None:
         self.path = path
         self.context = context
+        self.events = events
+        self.bundle: Bundle | None = None
         self.config = config
         self.args = args
         self.steps = steps
@@ -196,7 +219,7 @@ class _Installation:
     def _determine_slot_states(self) -> Context:
         self.steps.begin("Determining slot states", 20)
         ctx = self.context or create_context(self.config, override_boot_slot=self.args.override_boot_slot,
-                                             mountprefix=self.mountprefix)
+                                             mountprefix=self.mountprefix, event_log=self.events)
         self.steps.done()
         return ctx
 
@@ -205,6 +228,7 @@ class _Installation:
         self.steps.begin("Checking bundle", 40)
         self.steps.begin("Verifying signature", 40)
         bundle = BundleAccess.build(self.config, keyring=self.args.keyring_path).open(self.path)
+        self.bundle = bundle
         if self.config.perform_pre_check and not bundle.detached:
             # the whole payload is authenticated before anything is mounted or written
             logger.info("Verifying bundle payload... ")
@@ -262,6 +286,7 @@ class _Installation:
                 steps.done()
                 continue
             self._mark_target_bad(plan.slot.root, marked)
+            self.events.emit(eventlog.writeslot(f"Updating slot {plan.slot.name}"))
             steps.begin(f"Copying image to {plan.slot.name}", start + span)
             self._update_slot(bundle, plan, henv)
             steps.done()
@@ -293,6 +318,15 @@ class _Installation:
         hooks.run_handler(hooks.bundle_file(bundle_mount, mf.handler_name, "Handler"), env, args, what="Handler")
         self.steps.done()
 
+    def log_finished(self, error: BaseException | None) -> None:
+        """The install event that ends the installation: succeeded, failed or rejected."""
+        mf = self.bundle.manifest if self.bundle is not None else None
+        message = None if error is None else (str(error) or type(error).__name__)
+        self.events.emit(eventlog.install_finished(
+            self.transaction, error=message, rejected=isinstance(error, InstallRejected),
+            bundle_hash=mf.hash() if mf is not None else None, description=mf.description if mf else None,
+            version=mf.version if mf else None))
+
     # -- checks --------------------------------------------------------------------------------
     def _check_manifest(self, bundle: Bundle) -> None:
         mf = bundle.manifest
@@ -313,8 +347,8 @@ class _Installation:
         if self.args.ignore_compatible:
             return
         if mf.compatible != self.config.compatible:
-            raise InstallError(f"Compatible mismatch: Expected '{self.config.compatible}' but bundle "
-                               f"manifest has '{mf.compatible}'")
+            raise InstallRejected(f"Compatible mismatch: Expected '{self.config.compatible}' but bundle "
+                                  f"manifest has '{mf.compatible}'")
 
     def _plan(self, image: Image, slot: Slot | None, group_error: RaucError | None, bundle: Bundle,
               bundle_mount: Path) -> _Plan:

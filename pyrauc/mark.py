@@ -3,8 +3,9 @@
 :func:`mark_good`, :func:`mark_bad` and :func:`mark_active` work on a boot slot (one with a
 bootname) through the context's bootloader backend; they are used by ``rauc status mark-*``
 (:func:`mark_run`), by the installation (the target slot is marked bad before it is written and
-active afterwards) and later by the D-Bus service. Activating also records ``activated.timestamp``
-and ``activated.count`` in the slot status.
+active afterwards) and by the D-Bus service's ``Mark``. Activating also records
+``activated.timestamp`` and ``activated.count`` in the slot status. Every mark is an event of the
+event log (:mod:`pyrauc.eventlog`).
 
 A refusal of the bootloader is a :class:`MarkError` carrying the backend's message; each caller
 adds its context ("failed to activate slot rootfs.1: ...", "Failed to mark slot active: ...").
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from pyrauc import status
+from pyrauc import eventlog, status
 from pyrauc.context import Context
 from pyrauc.errors import RaucError
 from pyrauc.slots import Slot, other_boot_slots, resolve_identifier
@@ -36,6 +37,7 @@ def _set_state(context: Context, slot: Slot, good: bool) -> None:
         context.backend.set_state(slot, good)
     except RaucError as exc:
         raise MarkError(str(exc)) from exc
+    context.event_log.emit(eventlog.marked(slot.name, slot.bootname, "good" if good else "bad"))
 
 
 def mark_good(context: Context, slot: Slot) -> None:
@@ -58,7 +60,19 @@ def mark_active(context: Context, slot: Slot) -> None:
         context.backend.set_primary(slot)
     except RaucError as exc:
         raise MarkError(str(exc)) from exc
-    status.record_activated(context.config, slot)
+    bundle_hash = None
+    try:
+        bundle_hash = status.record_activated(context.config, slot).bundle_hash
+    finally:
+        context.event_log.emit(eventlog.marked(slot.name, slot.bootname, "active", bundle_hash))
+
+
+def target_slot(context: Context, identifier: str) -> Slot:
+    """The boot slot ``booted``, ``other`` or a slot name stands for (a child stands for its root)."""
+    slot = resolve_identifier(context.slots, context.booted, identifier)
+    if slot.bootname is None and slot.parent is not None:
+        slot = slot.root
+    return slot
 
 
 def mark_run(context: Context, state: str, identifier: str) -> str:
@@ -67,9 +81,7 @@ def mark_run(context: Context, state: str, identifier: str) -> str:
     A child slot stands for its root (boot) slot. Errors are RaucErrors ("failed to mark slot X as
     good: ..."); a status update that fails after activation is only logged as a warning.
     """
-    slot = resolve_identifier(context.slots, context.booted, identifier)
-    if slot.bootname is None and slot.parent is not None:
-        slot = slot.root
+    slot = target_slot(context, identifier)
     if state == MARK_ACTIVE:
         try:
             mark_active(context, slot)

@@ -25,8 +25,8 @@ from pyrauc.slots import Slot
 
 PER_SLOT_FILENAME = "slot.raucs"
 
-# (key in file, attribute, kind) in the order RAUC writes them
-_FIELDS: tuple[tuple[str, str, str], ...] = (
+#: (key in file, attribute, kind) in the order RAUC writes them; kind "u": an unsigned number
+FIELDS: tuple[tuple[str, str, str], ...] = (
     ("bundle.compatible", "bundle_compatible", "s"),
     ("bundle.version", "bundle_version", "s"),
     ("bundle.description", "bundle_description", "s"),
@@ -71,8 +71,8 @@ class SlotStatus:
         st = cls()
         if not kf.has_group(group):
             return st
-        known = {k for k, _, _ in _FIELDS}
-        for key, attr, kind in _FIELDS:
+        known = {k for k, _, _ in FIELDS}
+        for key, attr, kind in FIELDS:
             if not kf.has_key(group, key):
                 continue
             try:
@@ -88,7 +88,7 @@ class SlotStatus:
     def to_keyfile(self, kf: KeyFile, group: str) -> None:
         if kf.has_group(group):
             kf.remove_group(group)
-        for key, attr, kind in _FIELDS:
+        for key, attr, kind in FIELDS:
             value = getattr(self, attr)
             if attr.endswith("_count"):   # counts are written together with their timestamp
                 if getattr(self, attr.replace("_count", "_timestamp")) is None:
