@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyrauc import eventlog, handlers, hooks, mark, mount, semver, shellwords, status
+from pyrauc import eventlog, handlers, hooks, mark, mount, semver, shellwords, status, testpoints
 from pyrauc.access import BundleAccess
 from pyrauc.bundle import Bundle, check_payload
 from pyrauc.config import SystemConfig
@@ -233,6 +233,7 @@ class _Installation:
             # the whole payload is authenticated before anything is mounted or written
             logger.info("Verifying bundle payload... ")
             check_payload(bundle)
+        testpoints.reach("checked-bundle")
         self.steps.done()
         self.steps.done()
         return bundle
@@ -301,10 +302,12 @@ class _Installation:
         roots = {p.slot.root.name: p.slot.root for p in plans if p.slot.root.bootname is not None}
         for root in roots.values():
             logger.info(f"Marking target slot {root.name} as active")
+            testpoints.reach("before-activate")
             try:
                 mark.mark_active(self.ctx, root)
             except mark.MarkError as exc:
                 raise InstallError(f"Failed to mark slot active: {exc}") from exc
+            testpoints.reach("after-activate")
 
     def _run_custom_handler(self, bundle: Bundle, bundle_mount: Path, env: dict[str, str]) -> None:
         """[handler] filename: the bundle's own handler replaces the whole slot update."""
@@ -391,15 +394,17 @@ class _Installation:
         except mark.MarkError as exc:
             raise InstallError(f"Failed to mark slot bad: {exc}") from exc
         marked.add(boot_slot.name)
+        testpoints.reach("marked-bad")
 
     def _update_slot(self, bundle: Bundle, plan: _Plan, henv: handlers.HandlerEnv) -> None:
         """Write one image; the slot status says pending, then ok (or failed)."""
         self._mark_status(plan.slot, "pending")
         try:
-            handlers.install_image(plan.job, henv, method=plan.method)
+            handlers.install_image(plan.job, henv, method=plan.method, progress=testpoints.copy_progress())
         except RaucError:
             self._mark_status(plan.slot, "failed", quiet=True)
             raise
+        testpoints.reach("copied")
         self._record_installed(bundle, plan)
 
     def _mark_status(self, slot: Slot, value: str, quiet: bool = False) -> None:
@@ -427,7 +432,7 @@ class _Installation:
             st.installed_timestamp = status.timestamp()
             st.installed_count += 1
         try:
-            status.update_slot_status(self.config, plan.slot, change)
+            status.update_slot_status(self.config, plan.slot, change, pause_point="status-write")
         except RaucError as exc:
             if self.config.central_status:
                 raise
