@@ -360,6 +360,13 @@ class Bundle:
     detached: bool
     verified: Verified | None
     encrypted: bool = False
+    content_key: bytes | None = dataclasses.field(default=None, repr=False)   # of the EnvelopedData
+
+    def opened_envelope(self) -> envelope.Opened:
+        """The decrypted EnvelopedData (SignedData and content-encryption key), to re-encrypt."""
+        if self.content_key is None:
+            raise BundleError("content-encryption key of the encrypted bundle is unknown")
+        return envelope.Opened(self.sigdata, self.content_key)
 
     @property
     def format(self) -> str:
@@ -421,6 +428,7 @@ def open_bundle(
     kind = signature.cms_type(cms)
     encrypted = False
     sigdata = cms
+    content_key: bytes | None = None
     if kind == "envelopedData":
         if key is None:
             raise BundleError("Encrypted bundle detected, but no decryption key given. "
@@ -429,7 +437,8 @@ def open_bundle(
         try:
             private_key = keys.load_private_key(key)
             recipient = keys.load_cert(cert) if cert else None
-            sigdata = envelope.decrypt(cms, private_key, recipient)
+            opened = envelope.open_envelope(cms, private_key, recipient)
+            sigdata, content_key = opened.content, opened.content_key
         except RaucError as e:
             raise e.prefixed("Failed to decrypt bundle: ") from e
         encrypted = True
@@ -473,7 +482,7 @@ def open_bundle(
         raise BundleError("Invalid bundle format: encrypted signature for non-crypt bundle")
     if allowed_formats is not None and manifest.bundle_format not in allowed_formats:
         raise BundleError(f"Bundle format '{manifest.bundle_format}' not allowed")
-    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted)
+    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted, content_key)
 
 
 def check_payload(bundle: Bundle, progress: Progress | None = None) -> None:
@@ -569,7 +578,7 @@ def resign_bundle(
                 assert content is not None
                 cms = _sign(content, (signer_cert, signer_key), inter_certs, signing_keyring)
             if inbundle.encrypted:
-                cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, cms)
+                cms = envelope.reencrypt(inbundle.cms, inbundle.opened_envelope(), cms)
             _append_signature(tmp, cms)
     except RaucError as e:
         raise e.prefixed("Failed to resign bundle: ") from e
@@ -597,7 +606,7 @@ def replace_signature(
             _copy_range(inbundle.path, tmp, inbundle.size)
             cms = newsig
             if inbundle.encrypted and signature.cms_type(newsig) == "signedData":
-                cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, newsig)
+                cms = envelope.reencrypt(inbundle.cms, inbundle.opened_envelope(), newsig)
             _append_signature(tmp, cms)
             if keyring is not None:
                 logger.info("Keyring given, enabling signature verification")
@@ -629,10 +638,14 @@ def encrypt_bundle(
     recipients: Sequence[x509.Certificate],
     *,
     use_ski: bool = False,
+    ec_layout: envelope.EcLayout = envelope.EcLayout.SHARED_KEY,
     out: Log = _no_out,
     progress: Progress | None = None,
 ) -> None:
-    """Wrap the signed CMS of a verified crypt bundle in EnvelopedData for ``recipients``."""
+    """Wrap the signed CMS of a verified crypt bundle in EnvelopedData for ``recipients``.
+
+    ``ec_layout``: one ephemeral EC key per curve (default) or, as RAUC, one per recipient.
+    """
     outpath = Path(outpath)
     try:
         if inbundle.format != "crypt":
@@ -642,7 +655,8 @@ def encrypt_bundle(
         with _new_output(outpath) as tmp:
             _copy_range(inbundle.path, tmp, inbundle.size)
             try:
-                env = envelope.encrypt(inbundle.sigdata, recipients, use_ski=use_ski, progress=progress)
+                env = envelope.encrypt(inbundle.sigdata, recipients, use_ski=use_ski, ec_layout=ec_layout,
+                                       progress=progress)
             except EnvelopeError as e:
                 raise e.prefixed("Failed to encrypt bundle: ") from e
             _append_signature(tmp, env)

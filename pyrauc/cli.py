@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from pyrauc import RAUC_COMPAT_VERSION, __version__, bundle, cli_install, cli_target, config, goption, keys
+from pyrauc import RAUC_COMPAT_VERSION, __version__, bundle, cli_install, cli_target, config, envelope, goption, keys
 from pyrauc.access import BundleAccess
 from pyrauc.cli_common import (
     DECRYPT_KEY,
@@ -184,6 +184,10 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     if not args.to:
         raise UsageError("One or multiple recipient certificates must be provided (via --to)")
     source, outbundle = positionals(args, "An input bundle must be provided", "An output bundle name must be provided")
+    layouts = {layout.value: layout for layout in envelope.EcLayout}
+    ec_layout = layouts.get(args.ec_layout or envelope.EcLayout.SHARED_KEY.value)
+    if ec_layout is None:
+        raise UsageError(f"Unknown EC layout '{args.ec_layout}' (use {' or '.join(layouts)})")
     access = bundle_access(args, host_config(args), decrypt=False)
     try:
         b = access.open(_existing(source))
@@ -199,7 +203,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
             message = str(e)
             raise RaucError("Failed to create bundle: Failed to encrypt bundle: " + message[:1].upper()
                             + message[1:]) from e
-    bundle.encrypt_bundle(b, outbundle, recipients, use_ski=args.recipient_key_id, out=out,
+    bundle.encrypt_bundle(b, outbundle, recipients, use_ski=args.recipient_key_id, ec_layout=ec_layout, out=out,
                           progress=_progress("Encrypting"))
     out(f"Encrypted bundle written to {outbundle}")
     return 0
@@ -231,7 +235,9 @@ HOST_COMMANDS: tuple[Command, ...] = (
              CERT, KEY, KEYRING, INTERMEDIATE), "Convert options"),
     Command("encrypt", "<INBUNDLE> <OUTBUNDLE>", "Encrypt a crypt bundle", "Encrypt a crypt bundle", cmd_encrypt,
             (Option("to", "recipient cert(s)", "PEMFILE", repeat=True), KEYRING,
-             Option("recipient-key-id", "identify recipients by subject key identifier")), "Encryption options"),
+             Option("recipient-key-id", "identify recipients by subject key identifier"),
+             Option("ec-layout", "shared-key (one ephemeral EC key per curve, default) or per-recipient (RAUC's)",
+                    "LAYOUT")), "Encryption options"),
     Command("replace-signature", "<INBUMDLE> <INPUTSIG> <OUTBUNDLE>",
             "Replaces the signature of an already signed bundle",
             "Replaces the signature of an already signed bundle", cmd_replace_signature,
