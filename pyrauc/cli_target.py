@@ -13,22 +13,25 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyrauc import mark
 from pyrauc.cli_common import Command, err, positionals, system_config
-from pyrauc.config import SystemConfig
-from pyrauc.context import Context, create_context
 from pyrauc.errors import RaucError
 from pyrauc.goption import Option
-from pyrauc.slots import Slot, build_slots
-from pyrauc.status import SlotStatus, load_slot_status
+
+if TYPE_CHECKING:    # imported by the commands: --help and usage errors need none of them
+    from pyrauc.config import SystemConfig
+    from pyrauc.context import Context
+    from pyrauc.slots import Slot
+    from pyrauc.status import SlotStatus
 
 MARKS = ("mark-good", "mark-bad", "mark-active")
 FORMATS = ("readable", "shell", "json", "json-pretty")
 
 
 def _context(args: argparse.Namespace, config: SystemConfig) -> Context:
+    from pyrauc.context import create_context
+
     try:
         return create_context(config, override_boot_slot=getattr(args, "override_boot_slot", None),
                               mountprefix=getattr(args, "mount", None))
@@ -54,6 +57,8 @@ class _SlotInfo:
 
 class _Status:
     def __init__(self, ctx: Context, detailed: bool) -> None:
+        from pyrauc.status import load_slot_status
+
         self.ctx = ctx
         self.detailed = detailed
         self.primary: Slot | None = None
@@ -214,6 +219,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = system_config(args)
     ctx = _context(args, config)
     if positional:
+        from pyrauc import mark
+
         try:
             message = mark.mark_run(ctx, positional[0], positional[1] if len(positional) > 1 else "booted")
         except RaucError as e:
@@ -255,6 +262,7 @@ class _WriteImage:
 def cmd_write_slot(args: argparse.Namespace) -> int:
     from pyrauc import handlers
     from pyrauc.install import slot_info
+    from pyrauc.slots import build_slots
 
     config = system_config(args)
     slotname, image = positionals(args, "A target slot name must be provided", "An image must be provided")
