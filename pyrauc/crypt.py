@@ -61,7 +61,7 @@ def _iv(sector: int) -> bytes:
     return (sector * 8).to_bytes(AES_BLOCK, "little")  # le64(sector*8) || 0^8
 
 
-def _encrypt_into(aes: algorithms.AES, src: bytearray, dst: bytearray, first_sector: int) -> None:
+def _encrypt_into(aes: algorithms.AES, src: bytearray | memoryview, dst: bytearray, first_sector: int) -> None:
     """Encrypt whole sectors of ``src`` (modified: first blocks are pre-whitened) into ``dst``.
 
     ``dst`` must be at least ``len(src) + 15`` bytes (cryptography's ``update_into`` contract).
@@ -140,6 +140,22 @@ def _read_exact(fd: int, buf: bytearray, length: int, offset: int) -> None:
 def _chunks(size: int) -> list[tuple[int, int]]:
     step = CHUNK_SECTORS * SECTOR_SIZE
     return [(off, min(step, size - off)) for off in range(0, size, step)]
+
+
+def encryptor(key: bytes) -> Callable[[memoryview, int], memoryview]:
+    """A chunk transform for :func:`pyrauc.verity.create_hash_tree`: whole sectors at a file offset
+    (a multiple of 4096) in, their ciphertext out (the input buffer is modified; thread-safe)."""
+    aes = _check_key(key)
+    bufs = _Buffers()
+
+    def encrypt(chunk: memoryview, offset: int) -> memoryview:
+        _check_size(len(chunk))
+        if len(bufs.dst) < len(chunk) + AES_BLOCK:
+            bufs.dst = bytearray(len(chunk) + AES_BLOCK)
+        _encrypt_into(aes, chunk, bufs.dst, offset // SECTOR_SIZE)
+        return memoryview(bufs.dst)[:len(chunk)]
+
+    return encrypt
 
 
 def encrypt_file(path: str | os.PathLike[str], key: bytes, progress: Progress | None = None) -> None:
