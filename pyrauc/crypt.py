@@ -179,7 +179,8 @@ def encrypt_file(path: str | os.PathLike[str], key: bytes, progress: Progress | 
             return length
 
         done = 0
-        for length in ordered_map(task, _chunks(size), _workers()):
+        chunks = _chunks(size)
+        for length in ordered_map(task, chunks, _workers() if len(chunks) > 2 else 1):
             done += length
             if progress is not None:
                 progress(done, size)
@@ -219,7 +220,7 @@ def decrypt_file(
             name = os.fsdecode(e.filename) if e.filename is not None else "file object"
             raise CryptError(f"failed to open '{name}': {e.strerror or e}") from e
 
-        workers = _workers()
+        workers = _workers() if size > 2 * CHUNK_SECTORS * SECTOR_SIZE else 1   # no threads for small payloads
         # reusable (ciphertext, plaintext) buffer pairs: at most 2*workers tasks are in flight and
         # one result is being written, so the pool never runs dry
         pool: queue.SimpleQueue[tuple[bytearray, bytearray]] = queue.SimpleQueue()

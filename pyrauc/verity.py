@@ -181,7 +181,9 @@ def _walk(
         for level, nblocks in enumerate(sizes):
             tasks = _tasks(src_offset, src_blocks, offsets[level])
             written = 0
-            for count, produced in ordered_map(create_task if write else verify_task, tasks, workers):
+            # no thread start-up for a level of one or two chunks (small bundles, upper levels)
+            level_workers = workers if len(tasks) > 2 else 1
+            for count, produced in ordered_map(create_task if write else verify_task, tasks, level_workers):
                 written += produced
                 done += count * BLOCK_SIZE
                 if progress is not None:
