@@ -515,3 +515,18 @@ def test_hook_out_of_the_bundle_is_not_run(target: Target) -> None:
     expect_failure(proc, bundle, f"Hook file '../../../../../../../../..{evil}' points outside the bundle")
     assert not marker.exists()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
+
+
+@pytest.mark.parametrize(("limit", "ok"), [("2024.1.0-rc.1+build.7", True), ("2024.1", True), ("2024.0.9", True),
+                                           ("2024.1.1", False), ("2025-rc.1+21000101", False)])
+def test_min_bundle_version_is_semver(target: Target, limit: str, ok: bool) -> None:
+    """min-bundle-version against the bundle's version=2024.1 with SemVer 2.0 precedence."""
+    write_conf(target, extra_system=f"min-bundle-version={limit}")
+    bundle = make_bundle(target, "v", {"rootfs": ("rootfs.img", b"v" * 4096)})
+    proc = install(target, bundle)
+    if ok:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return
+    expect_failure(proc, bundle, f"Version mismatch: Expected at least '{limit}' but bundle manifest has '2024.1'")
+    assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
+    assert install(target, bundle, "--ignore-version-limit").returncode == 0
