@@ -29,7 +29,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 from asn1crypto import cms as acms
 from asn1crypto import core as acore
@@ -353,6 +353,22 @@ def _parse_enveloped(der: bytes) -> acms.EnvelopedData:
         raise EnvelopeError("Failed to parse CMS") from None
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _malformed_is_parse_error(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """asn1crypto parses lazily: a malformed field found only when it is used is "Failed to parse
+    CMS", as OpenSSL's d2i_CMS reports it before anything else."""
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+            raise EnvelopeError("Failed to parse CMS") from None
+    return wrapper
+
+
 def _fail(reason: str) -> EnvelopeError:
     return EnvelopeError(f"Failed to decrypt CMS EnvelopedData: {reason}")
 
@@ -556,6 +572,7 @@ def decrypt(der: bytes, key: PrivateKey, cert: x509.Certificate | None = None) -
     return open_envelope(der, key, cert).content
 
 
+@_malformed_is_parse_error
 def open_envelope(der: bytes, key: PrivateKey, cert: x509.Certificate | None = None) -> Opened:
     """Decrypt DER ContentInfo(envelopedData) with ``key`` (a file or PKCS#11 token key).
 
@@ -654,6 +671,7 @@ def _format_rid(index: int, rid: Any, algorithm: str) -> str:
     return f"{index:3d}   <keyid>"    # sic: RAUC prints no newline after a key identifier
 
 
+@_malformed_is_parse_error
 def format_recipients(der: bytes) -> str:
     """RAUC's ``rauc info --dump-recipients`` text for an EnvelopedData.
 

@@ -249,7 +249,10 @@ def load_system_status(config: SystemConfig) -> dict[str, str]:
     kf = load_central(config)
     if not kf.has_group("system"):
         return {}
-    return {k: kf.get_string("system", k) for k in kf.keys("system")}
+    try:
+        return {k: kf.get_string("system", k) for k in kf.keys("system")}
+    except KeyFileError as e:
+        raise StatusError(f"Failed to load status file {config.statusfile}: {e}") from e
 
 
 def save_system_status(config: SystemConfig, values: dict[str, str]) -> None:
