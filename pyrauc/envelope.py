@@ -364,7 +364,7 @@ def _malformed_is_parse_error(func: Callable[_P, _R]) -> Callable[_P, _R]:
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return func(*args, **kwargs)
-        except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
             raise EnvelopeError("Failed to parse CMS") from None
     return wrapper
 

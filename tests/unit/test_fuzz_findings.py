@@ -148,13 +148,16 @@ def _enveloped(pki: Pki) -> tuple[Node, Node]:
     return ci, ci.children[1].children[0]
 
 
-def test_envelope_recipient_issuer_not_decodable(pki: Pki) -> None:
+@pytest.mark.parametrize(("attribute", "value"), [
+    ("2.5.4.3", Node(0x1E, b"\xd8")),       # a BMPString of one byte: UnicodeDecodeError
+    ("1.2.3.4", Node(0x09, b"\x40")),       # a REAL, which asn1crypto cannot show: AttributeError
+])
+def test_envelope_recipient_issuer_not_decodable(pki: Pki, attribute: str, value: Node) -> None:
     ci, env = _enveloped(pki)
     ktri = next(c for c in env.children[1].children if c.tag == 0x30)
-    bad_name = Node(0x30, children=[Node(0x31, children=[Node(0x30, children=[hostile.oid("2.5.4.3"),
-                                                                               Node(0x1E, b"\xd8")])])])
-    ktri.children[1].children[0] = bad_name   # a BMPString of one byte
-    with pytest.raises(EnvelopeError, match=PARSE_FAILED):           # was UnicodeDecodeError
+    atv = Node(0x30, children=[hostile.oid(attribute), value])
+    ktri.children[1].children[0] = Node(0x30, children=[Node(0x31, children=[atv])])
+    with pytest.raises(EnvelopeError, match=PARSE_FAILED):
         envelope.format_recipients(ci.encode())
 
 
