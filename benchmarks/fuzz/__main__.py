@@ -30,7 +30,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("keyfile", "manifest", "config", "status", "cms", "envelope", "bundle")
-STARTUP_S = 3          # a worker's start (imports under instrumentation) before libFuzzer's clock runs
+#: the instrumented packages of each phase of a target (its time is split equally): for ASN.1 inputs
+#: a fast phase led by pyrauc's branches, then one that also follows asn1crypto's parser into
+#: deeper malformed structures (several times slower); text formats never reach asn1crypto
+PHASES: dict[str, tuple[str, ...]] = {"cms": ("pyrauc", "pyrauc,asn1crypto"),
+                                      "envelope": ("pyrauc", "pyrauc,asn1crypto")}
+STARTUP_S = 1.5        # a worker's start (imports under instrumentation) before libFuzzer's clock runs
 MAX_RESTARTS = 5
 
 _STATUS = re.compile(r"^#(\d+)\s+\S+\s+cov: (\d+) ft: (\d+)(?: corp: (\d+)/)?", re.M)
@@ -63,7 +68,8 @@ class Result:
             _, cov, ft, corp = statuses[-1]
             self.cov, self.ft = max(self.cov, int(cov)), max(self.ft, int(ft))
             self.corpus = max(self.corpus, int(corp or 0))
-        self.crashes += [(what, path) for what, path in _CRASH_LINE.findall(log)]
+        known = {path for _, path in self.crashes}       # the same crash found again in a later run
+        self.crashes += [(what, path) for what, path in _CRASH_LINE.findall(log) if path not in known]
 
     def line(self) -> str:
         rate = self.executions / self.seconds if self.seconds else 0.0
@@ -122,42 +128,54 @@ def work_dir(corpus: Path | None) -> Iterator[Path]:
 def run_target(name: str, work: Path, crashes: Path, deadline: float, opts: Options) -> Result:
     """Fuzz ``name`` until ``deadline`` (restarting libFuzzer after a crash it stopped on)."""
     result = Result(name)
-    corpus = work / "corpus" / name
-    scratch = work / "scratch" / name
-    scratch.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    for run in range(MAX_RESTARTS + 1):
-        seconds = int(deadline - time.monotonic() - STARTUP_S)
-        if seconds < 1:
-            break
-        argv = [sys.executable, "-m", "benchmarks.fuzz.worker", name, str(work / "fixtures"), str(scratch),
-                str(crashes), f"-max_total_time={seconds}", f"-timeout={opts.timeout}",
-                f"-rss_limit_mb={opts.rss_limit_mb}", f"-artifact_prefix={crashes}/{name}-",
-                "-print_final_stats=1", f"-seed={opts.seed}", str(corpus)]
-        log_path = work / "logs" / f"{name}-{run}.log"
-        log_path.parent.mkdir(exist_ok=True)
-        with open(log_path, "w+") as log:
-            try:
-                proc = subprocess.run(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      timeout=seconds + STARTUP_S + opts.timeout + 60, check=False)
-                returncode = proc.returncode
-            except subprocess.TimeoutExpired:      # subprocess.run has killed it
-                returncode = -9
-            log.seek(0)
-            text = log.read()
-        result.add_log(text)
-        if returncode == 0:
-            break
-        artifact = _ARTIFACT.search(text)
-        if artifact is None:
-            saved = crashes / f"{name}-worker-{run}.log"
-            shutil.copyfile(log_path, saved)
-            result.crashes.append((f"worker exited with {returncode}", str(saved)))
-            break
-        shutil.copyfile(log_path, artifact.group(1) + ".log")
-        result.crashes.append((_libfuzzer_reason(text), artifact.group(1)))
+    phases = PHASES.get(name, ("pyrauc",))
+    runs = 0
+    for index, instrument in enumerate(phases):
+        phase_end = start + (deadline - start) * (index + 1) / len(phases)
+        while _run_worker(name, work, crashes, phase_end, instrument, runs, opts, result) and runs < MAX_RESTARTS:
+            runs += 1
+        runs += 1
     result.seconds = time.monotonic() - start
     return result
+
+
+def _run_worker(name: str, work: Path, crashes: Path, deadline: float, instrument: str, run: int, opts: Options,
+                result: Result) -> bool:
+    """One libFuzzer run of ``name`` until ``deadline``; True if it stopped on a crash (and may go on)."""
+    seconds = round(deadline - time.monotonic() - STARTUP_S)
+    if seconds < 1:
+        return False
+    scratch = work / "scratch" / name
+    scratch.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "benchmarks.fuzz.worker", name, str(work / "fixtures"), str(scratch),
+            str(crashes), f"-max_total_time={seconds}", f"-timeout={opts.timeout}",
+            f"-rss_limit_mb={opts.rss_limit_mb}", f"-artifact_prefix={crashes}/{name}-",
+            "-print_final_stats=1", f"-seed={opts.seed}", str(work / "corpus" / name)]
+    log_path = work / "logs" / f"{name}-{run}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    with open(log_path, "w+") as log:
+        try:
+            proc = subprocess.run(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "PYRAUC_FUZZ_INSTRUMENT": instrument},
+                                  timeout=seconds + opts.timeout + 60, check=False)
+            returncode = proc.returncode
+        except subprocess.TimeoutExpired:      # subprocess.run has killed it
+            returncode = -9
+        log.seek(0)
+        text = log.read()
+    result.add_log(text)
+    if returncode == 0:
+        return False
+    artifact = _ARTIFACT.search(text)
+    if artifact is None:
+        saved = crashes / f"{name}-worker-{run}.log"
+        shutil.copyfile(log_path, saved)
+        result.crashes.append((f"worker exited with {returncode}", str(saved)))
+        return False
+    shutil.copyfile(log_path, artifact.group(1) + ".log")
+    result.crashes.append((_libfuzzer_reason(text), artifact.group(1)))
+    return True
 
 
 def _libfuzzer_reason(log: str) -> str:

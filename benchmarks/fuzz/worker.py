@@ -2,18 +2,19 @@
 
 ``python -m benchmarks.fuzz.worker TARGET FIXTURES SCRATCH CRASHES [libFuzzer options] CORPUS...``
 
-pyrauc and asn1crypto are imported under atheris' bytecode instrumentation, so libFuzzer's
-coverage (``cov``/``ft``) counts their edges. An exception that is not one of the target's allowed
-errors (or an allowed error with a message of more than one line) is a crash: its input is saved
-once per distinct crash (exception type and the innermost pyrauc frame) as ``CRASHES/<target>-<id>``
-with the traceback beside it in ``<target>-<id>.txt``, one ``CRASH`` line goes to stderr, and
-fuzzing goes on. Hangs and memory exhaustion are libFuzzer's (``-timeout``, ``-rss_limit_mb``): it
-stops and writes the input with its ``-artifact_prefix``.
+pyrauc (and, as ``$PYRAUC_FUZZ_INSTRUMENT`` says, asn1crypto) is imported under atheris'
+bytecode instrumentation, so libFuzzer's coverage (``cov``/``ft``) counts its edges. An exception
+that is not one of the target's allowed errors (or an allowed error without a message) is a crash:
+its input is saved once per distinct crash (exception type and the innermost pyrauc frame) as
+``CRASHES/<target>-<id>`` with the traceback beside it in ``<target>-<id>.txt``, one ``CRASH`` line
+goes to stderr, and fuzzing goes on. Hangs and memory exhaustion are libFuzzer's (``-timeout``,
+``-rss_limit_mb``): it stops and writes the input with its ``-artifact_prefix``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -24,14 +25,9 @@ import atheris
 # str.startswith/endswith comparisons guide the mutations (atheris' "RegEx" hook is not used:
 # it fails on the bytes patterns cryptography compiles)
 atheris.enabled_hooks.add("str")
-#: what is instrumented for coverage: asn1crypto too where the input is ASN.1 (its parser's branches
-#: guide the mutations into deeper structures); the bundle target, whose CMS paths the cms and
-#: envelope targets cover, runs several times faster without
-INSTRUMENTED = {"bundle": ["pyrauc"]}
-DEFAULT_INSTRUMENTED = ["pyrauc", "asn1crypto"]
-
-with atheris.instrument_imports(include=INSTRUMENTED.get(sys.argv[1] if len(sys.argv) > 1 else "",
-                                                         DEFAULT_INSTRUMENTED)):
+#: comma-separated packages whose bytecode is instrumented for coverage (default pyrauc)
+INSTRUMENT_ENV = "PYRAUC_FUZZ_INSTRUMENT"
+with atheris.instrument_imports(include=os.environ.get(INSTRUMENT_ENV, "pyrauc").split(",")):
     from benchmarks.fuzz import targets
 
 
