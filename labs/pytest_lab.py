@@ -110,8 +110,10 @@ def _xdist_group(item: pytest.Item) -> str:
     return path if path.startswith("tests/lab/") else "host-suites"
 
 
+@pytest.hookimpl(tryfirst=True)        # before xdist's worker turns the marks into nodeid suffixes
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "loadgroup":
+    # (xdist workers collect; it sets option.loadgroup there for --dist loadgroup)
+    if getattr(config.option, "loadgroup", False):
         for item in items:
             item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
 
@@ -136,9 +138,14 @@ def record_module(config: pytest.Config, module: str, how: str, seconds: float) 
         reporter.write_line(f"\nlab: {module}: target {how} in {seconds:.1f} s")
 
 
+def _plain(nodeid: str) -> str:
+    """NODEID without the ``@group`` suffix pytest-xdist adds under --dist loadgroup."""
+    return nodeid.split("@", 1)[0] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
+
+
 def _suite(nodeid: str) -> str:
     """tests/lab/test_x.py for lab tests, tests/<dir> for the others."""
-    path = nodeid.split("::", 1)[0]
+    path = _plain(nodeid).split("::", 1)[0]
     if path.startswith("tests/lab/"):
         return path
     parts = path.split("/")
@@ -197,7 +204,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     reports: list[Any] = []
     for category, stats in terminalreporter.stats.items():   # "" holds the passed setup/teardown reports
         for report in stats:
-            nodeid = getattr(report, "nodeid", "")
+            nodeid = _plain(getattr(report, "nodeid", ""))
             if not nodeid.startswith("tests/") or not hasattr(report, "when"):
                 continue
             reports.append(report)
