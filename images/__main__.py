@@ -1,7 +1,10 @@
-"""Command line: ``python -m images [--force] [--cache-dir DIR] [--rauc pyrauc|debian]`` builds the lab disk image.
+"""Command line: ``python -m images [--force] [--cache-dir DIR] [--rauc pyrauc|debian] [--layout efi|meta-rauc]``
+builds the lab disk image.
 
 ``--rauc debian`` (default: $PYRAUC_LAB_RAUC, else pyrauc) builds the variant with Debian's C rauc
-1.8 instead of pyrauc, into CACHE/out-debian/; the default image is not touched.
+1.8 instead of pyrauc, into CACHE/out-debian/; the default image is not touched. ``--layout meta-rauc``
+(default: $PYRAUC_LAB_LAYOUT, else efi) builds the second target, the tutorial's GRUB + boot-gpt-switch
+device (images/meta_rauc.py), into CACHE/out-meta-rauc/.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ import os
 import sys
 import time
 
-from . import debian_rauc
+from . import debian_rauc, meta_rauc
 from .build import build
-from .common import RAUC_VARIANTS, cache_dir, log, rauc_variant
+from .common import LAYOUTS, RAUC_VARIANTS, cache_dir, lab_layout, log, rauc_variant
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rauc", choices=RAUC_VARIANTS, default=None,
                         help="rauc on the target: pyrauc (default) or debian (C rauc 1.8 from bookworm); "
                              "default $PYRAUC_LAB_RAUC")
+    parser.add_argument("--layout", choices=LAYOUTS, default=None,
+                        help="target layout: efi (default: UKIs, efi backend) or meta-rauc (the tutorial's "
+                             "GRUB + boot-gpt-switch device); default $PYRAUC_LAB_LAYOUT")
     args = parser.parse_args(argv)
     try:
         variant = rauc_variant(args.rauc)
+        layout = lab_layout(args.layout)
     except ValueError as e:
         print(f"python -m images: {e}", file=sys.stderr)
         return 2
@@ -33,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         print("python -m images: needs root (mmdebstrap --mode=root, chroot)", file=sys.stderr)
         return 1
     t0 = time.monotonic()
-    if variant == "debian":
+    if layout == "meta-rauc":
+        if variant != "pyrauc":
+            print("python -m images: --layout meta-rauc has no --rauc debian variant yet", file=sys.stderr)
+            return 2
+        img = meta_rauc.build(cache_dir(args.cache_dir), force=args.force)
+    elif variant == "debian":
         img = debian_rauc.build(cache_dir(args.cache_dir), force=args.force)
     else:
         img = build(cache_dir(args.cache_dir), force=args.force)

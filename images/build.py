@@ -72,12 +72,25 @@ class Variant:
 
 
 def finish_image(variant: Variant, key: str, b: Base, force: bool, t0: float) -> Image:
-    """The last two stages, shared by the variants: layer (hard-linked rootfs + files) and disk.
+    """The last two stages of the default layout: layer (hard-linked rootfs + files) and disk."""
+    def disk(tmp_out: Path, tree: Path) -> None:
+        assemble.assemble_disk(tmp_out, b.esp, tree)
+
+    return finish_image_with(variant, key, b.rootfs, b.pki, b.ssh_key, force, t0, disk,
+                             "GPT + ESP + mkfs.ext4 -d in place (rootfs-a, rootfs-b, data) + NVRAM A/B",
+                             {p.name: p.uuid for p in assemble.PARTS})
+
+
+def finish_image_with(variant: Variant, key: str, base: Path, pki_dir: Path, ssh_key: Path, force: bool,
+                      t0: float, disk_fn: Callable[[Path, Path], None], disk_what: str,
+                      parts: dict[str, str]) -> Image:
+    """The last two stages, shared by the variants and layouts: layer (hard-linked rootfs + files) and
+    disk (``disk_fn(out_dir, tree)`` writes disk.img, OVMF_VARS.fd and what else the layout has).
 
     Reuses CACHE/<out> when its build.json has ``key``; otherwise assembles it in <out>.tmp and
     renames it into place.
     """
-    out, base, esp, pki_dir, ssh_key = variant.out, b.rootfs, b.esp, b.pki, b.ssh_key
+    out = variant.out
     stamp = out / "build.json"
     disk, vars_fd, key_copy = out / "disk.img", out / "OVMF_VARS.fd", out / "id_ed25519"
     if (not force and stamp.exists() and disk.exists()
@@ -96,12 +109,11 @@ def finish_image(variant: Variant, key: str, b: Base, force: bool, t0: float) ->
             _normalize_times(tree, variant.fill(tree))
         shutil.rmtree(tmp_out, ignore_errors=True)
         tmp_out.mkdir()
-        with stage("disk", "GPT + ESP + mkfs.ext4 -d in place (rootfs-a, rootfs-b, data) + NVRAM A/B"):
-            assemble.assemble_disk(tmp_out, esp, tree)
+        with stage("disk", disk_what):
+            disk_fn(tmp_out, tree)
             shutil.copy2(ssh_key, tmp_out / "id_ed25519")
             os.chmod(tmp_out / "id_ed25519", 0o600)
-            info = {"key": key, **variant.info, "kernel": assemble.kernel_version(base),
-                    "parts": {p.name: p.uuid for p in assemble.PARTS}}
+            info = {"key": key, **variant.info, "kernel": assemble.kernel_version(base), "parts": parts}
             (tmp_out / "build.json").write_text(json.dumps(info, indent=2) + "\n")
             if out.exists():
                 shutil.rmtree(out)

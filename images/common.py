@@ -38,9 +38,24 @@ def rauc_variant(override: str | None = None) -> str:
     return value
 
 
-def out_dir(cache: Path, variant: str = "pyrauc") -> Path:
-    """The builder's output directory of VARIANT: CACHE/out (pyrauc) or CACHE/out-<variant> (the lab reads it)."""
-    return cache / ("out" if variant == "pyrauc" else f"out-{variant}")
+# The target's layout: the default lab device (UKIs, efi backend) or the tutorial's meta-rauc-qemux86
+# device (GRUB + grubenv A/B, boot-gpt-switch efi slot, rescue; images/meta_rauc.py).
+LAYOUTS = ("efi", "meta-rauc")
+
+
+def lab_layout(override: str | None = None) -> str:
+    """--layout, else $PYRAUC_LAB_LAYOUT, else 'efi' (labs/lab.py derives it from the env file too)."""
+    value = (override or os.environ.get("PYRAUC_LAB_LAYOUT") or "efi").lower()
+    if value not in LAYOUTS:
+        raise ValueError(f"PYRAUC_LAB_LAYOUT / --layout: {value!r} is not one of {', '.join(LAYOUTS)}")
+    return value
+
+
+def out_dir(cache: Path, variant: str = "pyrauc", layout: str = "efi") -> Path:
+    """The builder's output directory: CACHE/out (efi layout, pyrauc), CACHE/out-<variant> (efi layout),
+    CACHE/out-<layout> (pyrauc), CACHE/out-<layout>-<variant> (the lab reads it)."""
+    parts = [x for x, default in ((layout, "efi"), (variant, "pyrauc")) if x != default]
+    return cache / "-".join(["out", *parts])
 
 
 def log(msg: str) -> None:

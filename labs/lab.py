@@ -19,12 +19,41 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from images.common import cache_dir, rauc_variant
+import yaml
+
+from images.common import cache_dir, lab_layout, rauc_variant
 from images.common import out_dir as image_out_dir
 from images.nvram import OVMF_CODE
 
 REPO = Path(__file__).resolve().parent.parent
-__all__ = ["cache_dir", "rauc_variant"]      # the builder's, re-exported for the lab tests and benchmarks
+# the builder's, re-exported for the lab tests and benchmarks
+__all__ = ["cache_dir", "lab_layout", "rauc_variant"]
+# An env file whose targets have this feature drives the tutorial's GRUB device (labs/qemu-grub.yaml):
+# the image of layout meta-rauc is built and booted.
+GRUB_FEATURE = "grubenv"
+
+
+class _TaglessLoader(yaml.SafeLoader):
+    """A YAML loader that reads labgrid's ``!template`` values as plain strings."""
+
+
+_TaglessLoader.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_scalar(node))
+
+
+def layout_of_env(env_file: str | os.PathLike[str]) -> str:
+    """The image layout an env file drives: 'meta-rauc' if a target has the ``grubenv`` feature, else 'efi'."""
+    data = yaml.load(Path(env_file).read_text(), Loader=_TaglessLoader) or {}
+    for target in (data.get("targets") or {}).values():
+        if GRUB_FEATURE in ((target or {}).get("features") or []):
+            return "meta-rauc"
+    return "efi"
+
+
+def select_layout(env_file: str | os.PathLike[str] | None) -> str:
+    """Set $PYRAUC_LAB_LAYOUT from the env file unless it is set already; return the layout in force."""
+    if not os.environ.get("PYRAUC_LAB_LAYOUT") and env_file:
+        os.environ["PYRAUC_LAB_LAYOUT"] = layout_of_env(env_file)
+    return lab_layout()
 
 
 @dataclass(frozen=True)
@@ -94,8 +123,9 @@ def run_paths(run_dir: Path) -> dict[str, Path]:
 
 
 def out_dir() -> Path:
-    """The image builder's output directory of the selected variant ($PYRAUC_LAB_RAUC: out/ or out-debian/)."""
-    return image_out_dir(cache_dir(), rauc_variant())
+    """The image builder's output directory of the selected variant and layout ($PYRAUC_LAB_RAUC: out/ or
+    out-debian/; $PYRAUC_LAB_LAYOUT=meta-rauc: out-meta-rauc/)."""
+    return image_out_dir(cache_dir(), rauc_variant(), lab_layout())
 
 
 def export_env(run_dir: Path) -> dict[str, str]:
@@ -144,10 +174,13 @@ def prepare(run_dir: Path, *, build: bool = True) -> str:
     """Build the image if needed, create the per-run overlay + NVRAM copy; return a one-line summary."""
     cache = cache_dir()
     variant = rauc_variant()
+    layout = lab_layout()
     if build:
         cmd = [sys.executable, "-m", "images", "--cache-dir", str(cache)]
         if variant != "pyrauc":
             cmd += ["--rauc", variant]
+        if layout != "efi":
+            cmd += ["--layout", layout]
         subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     out = out_dir()
     disk, vars_src = out / "disk.img", out / "OVMF_VARS.fd"
@@ -172,6 +205,8 @@ def prepare(run_dir: Path, *, build: bool = True) -> str:
     info = json.loads((out / "build.json").read_text())
     summary = (f"lab: booting {disk} (sha256 {sha256_cached(disk)[:16]}, build key {info['key']}, "
                f"kernel {info['kernel']}) under {accel.label}, guest CPU {accel.cpu}; overlay {paths['disk']}")
+    if layout != "efi":
+        summary += f"; layout {layout} [PYRAUC_LAB_LAYOUT={layout}]"
     if variant != "pyrauc":
         summary += f"; target rauc: {info.get('rauc', variant)} [PYRAUC_LAB_RAUC={variant}]"
     return summary
@@ -185,11 +220,13 @@ def cleanup(run_dir: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m labs.lab RUN_DIR``: prepare RUN_DIR and print shell exports of the LG_* variables."""
+    """``python -m labs.lab RUN_DIR``: prepare RUN_DIR and print shell exports of the LG_* variables
+    (the layout from $PYRAUC_LAB_LAYOUT, else from the env file in $LG_ENV)."""
     if len(argv) != 1:
         print("usage: python -m labs.lab RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(argv[0]).resolve()
+    select_layout(os.environ.get("LG_ENV"))
     values = export_env(run_dir)
     print(prepare(run_dir), file=sys.stderr)
     for k, v in values.items():

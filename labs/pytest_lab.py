@@ -113,6 +113,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.xmlpath = str(session / "junit.xml")
     if worker or not getattr(config.option, "lg_log", None):
         config.option.lg_log = str(d)
+    # the image layout follows the env file (labs/qemu-grub.yaml: the tutorial's GRUB device); the
+    # xdist workers inherit $PYRAUC_LAB_LAYOUT
+    lab.select_layout(getattr(config.option, "lg_env", None) or os.environ.get("LG_ENV"))
     lab.export_env(d)
     if not worker:
         config.pluginmanager.register(TargetStartLog(config), "pyrauc-lab-target-start")
