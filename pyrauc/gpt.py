@@ -3,7 +3,7 @@
 The slot device is a whole disk (block device or disk-image file). ``region-start`` and
 ``region-size`` (bytes) describe a region of that disk split into two halves of
 ``region-size / 2`` bytes. GPT partition 1 (the first entry) lies in one of the halves. An
-installation writes the image into the other half, syncs it, and then rewrites partition 1 of
+installation zeroes the other half (as RAUC), writes the image there, syncs it, and then rewrites partition 1 of
 the GPT (primary and backup table, via ``sfdisk -N 1``) to start at that half with the size of a
 half; type, UUID, name, attributes and all other partitions are kept. Only the table rewrite
 switches, so an interruption before it leaves the old boot partition intact.
@@ -154,6 +154,29 @@ def plan(device: str, region_start: int | None, region_size: int | None, slot_na
                            f"{slot_name} ({half} bytes)")
     return GptSwitchPlan(device=device, sector_size=ssz, region_start=region_start, region_size=region_size,
                          current_half=current)
+
+
+def clear_half(plan_: GptSwitchPlan) -> None:
+    """Zero the whole inactive half before the image goes there, as RAUC does ("Clearing inactive
+    (second) half of boot partition region on <device>"): nothing of an older, larger image stays
+    behind the new one. Partition 1 does not point at this half, so this changes nothing that boots."""
+    which = "second" if plan_.activating else "first"
+    log.info("Clearing inactive (%s) half of boot partition region on %s", which, plan_.device)
+    zeros = bytes(CHUNK)
+    try:
+        fd = os.open(plan_.device, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InstallError(f"Failed to open {plan_.device}: {exc.strerror}") from exc
+    try:
+        pos, end = plan_.target_start, plan_.target_start + plan_.half_size
+        while pos < end:
+            pos += os.pwrite(fd, zeros[:min(CHUNK, end - pos)], pos)
+        os.fsync(fd)
+    except OSError as exc:
+        raise InstallError(f"Failed to clear inactive half of boot partition region on {plan_.device}: "
+                           f"{exc.strerror}") from exc
+    finally:
+        os.close(fd)
 
 
 def _comparable(table: dict[str, Any]) -> dict[str, Any]:

@@ -348,6 +348,7 @@ def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None 
     elif method == EMPTYFS:
         format_slot(job.slot)
     elif switch is not None:
+        gpt.clear_half(switch)
         copy_image(job.path, switch.device, size=job.image.size, sha256=_check_digest(job), progress=progress,
                    offset=switch.target_start, limit=switch.half_size)
         gpt.switch_partition(switch)

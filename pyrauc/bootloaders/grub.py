@@ -1,9 +1,11 @@
 """The grub backend: ``grub-editenv <grubenv>`` with ``ORDER``, ``<bootname>_OK``, ``<bootname>_TRY``.
 
-ORDER is the space separated list of bootnames (primary first). mark-good sets ``X_OK=1 X_TRY=0``,
-mark-bad ``X_OK=0 X_TRY=0``, mark-active moves X to the front of ORDER and sets ``X_OK=1 X_TRY=0``
-(matching RAUC's contrib/grub.conf). A slot is good when ``X_OK=1``; the primary is the first ORDER
-entry that is OK and not being tried.
+ORDER is the space separated list of bootnames (primary first). As RAUC's grub backend
+(shared/reference/seed-target.md section 5): mark-good sets ``X_OK=1 X_TRY=0``, mark-bad
+``X_OK=0 X_TRY=0``, mark-active ``X_OK=1 X_TRY=0 "ORDER=X <the other bootnames>"`` in one
+``grub-editenv set``. A slot is good when X is in ORDER with ``X_OK=1`` and ``X_TRY=0`` (a slot GRUB
+is trying, or tried and that never got marked good, is bad; one not in ORDER is bad); the primary
+is the first ORDER entry that is good. A missing variable is an error, as in RAUC.
 """
 
 from __future__ import annotations
@@ -40,8 +42,20 @@ class GrubBackend(BackendBase):
     def order(self, env: dict[str, str]) -> list[str]:
         return env.get("ORDER", "").split()
 
+    def _var(self, env: dict[str, str], name: str) -> str:
+        if name not in env:
+            raise self.error(f"Variable {name} not set in grub environment")
+        return env[name]
+
+    def _good(self, env: dict[str, str], bootname: str) -> bool:
+        return self._var(env, f"{bootname}_OK") == "1" and self._var(env, f"{bootname}_TRY") == "0"
+
     def get_state(self, slot: Slot) -> bool:
-        return self.env().get(f"{self.bootname(slot)}_OK") == "1"
+        bn = self.bootname(slot)
+        env = self.env()
+        if bn not in self.order(env):
+            return False
+        return self._good(env, bn)
 
     def set_state(self, slot: Slot, good: bool) -> None:
         bn = self.bootname(slot)
@@ -49,16 +63,20 @@ class GrubBackend(BackendBase):
 
     def get_primary(self) -> Slot | None:
         env = self.env()
-        for bn in self.order(env):
+        order = self.order(env)
+        if not order:
+            raise self.error("Variable ORDER is empty")
+        for bn in order:
             slot = self.slot_by_bootname(bn)
-            if slot is not None and env.get(f"{bn}_OK") == "1" and env.get(f"{bn}_TRY", "0") == "0":
+            if slot is not None and self._good(env, bn):
                 return slot
-        raise self.error("Unable to find primary boot slot")
+        raise self.error(f"No bootable slot found in ORDER '{env.get('ORDER', '')}'")
 
     def set_primary(self, slot: Slot) -> None:
+        """``X_OK=1 X_TRY=0 ORDER=X <others>``: X first, then every other slot with a bootname."""
         bn = self.bootname(slot)
-        order = [bn] + [x for x in self.order(self.env()) if x != bn]
+        order = [bn]
         for other in self.boot_slots():
-            if other.bootname not in order and other.bootname is not None:
+            if other.bootname is not None and other.bootname not in order:
                 order.append(other.bootname)
-        self.set({"ORDER": " ".join(order), f"{bn}_OK": "1", f"{bn}_TRY": "0"})
+        self.set({f"{bn}_OK": "1", f"{bn}_TRY": "0", "ORDER": " ".join(order)})

@@ -140,6 +140,34 @@ def test_grub(tmp_path: Path) -> None:
     assert be.get_primary() is slots["efi.1"]
 
 
+@pytest.mark.skipif(shutil.which("grub-editenv") is None, reason="grub-editenv not installed")
+def test_grub_try_counters_as_rauc_reads_them(tmp_path: Path) -> None:
+    """seed-target.md section 5: a slot GRUB is trying (TRY=1) or one missing from ORDER is bad; the
+    primary skips it; mark-active writes ORDER=X + the other bootnames whatever ORDER held; a missing
+    variable is an error."""
+    import subprocess
+
+    env = tmp_path / "grubenv"
+    config, slots = make("grub", f"grubenv={env}\n")
+    subprocess.run(["grub-editenv", str(env), "create"], check=True)
+    be = create_backend(config, slots)
+    with pytest.raises(BootloaderError, match="Variable ORDER is empty"):
+        be.get_primary()
+    # after GRUB booted system1 from ORDER "system1 system0" and system1 paniced: system1_TRY stays 1
+    subprocess.run(["grub-editenv", str(env), "set", "ORDER=system1 system0", "system0_OK=1", "system0_TRY=0",
+                    "system1_OK=1", "system1_TRY=1"], check=True)
+    assert not be.get_state(slots["efi.1"]) and be.get_state(slots["efi.0"])
+    assert be.get_primary() is slots["efi.0"]
+    subprocess.run(["grub-editenv", str(env), "set", "ORDER=system0 stale"], check=True)
+    assert not be.get_state(slots["efi.1"])                     # not in ORDER
+    be.set_primary(slots["efi.1"])
+    out = subprocess.run(["grub-editenv", str(env), "list"], capture_output=True, text=True).stdout
+    assert "ORDER=system1 system0\n" in out and "system1_TRY=0" in out
+    subprocess.run(["grub-editenv", str(env), "unset", "system0_TRY"], check=True)
+    with pytest.raises(BootloaderError, match="Variable system0_TRY not set in grub environment"):
+        be.get_state(slots["efi.0"])
+
+
 @pytest.mark.skipif(shutil.which("fw_setenv") is None, reason="libubootenv-tool not installed")
 def test_uboot(tmp_path: Path) -> None:
     envfile = tmp_path / "uboot.env"

@@ -126,6 +126,17 @@ def test_install_twice_alternates_halves(tmp_path: Path) -> None:
     sfdisk_verify(disk)
 
 
+def test_inactive_half_is_cleared_before_the_image(tmp_path: Path) -> None:
+    """RAUC zeroes the whole inactive half first: an older, larger image leaves nothing behind."""
+    disk = make_disk(tmp_path / "disk.img")
+    with open(disk, "r+b") as f:
+        f.seek(REGION_START + HALF)
+        f.write(b"\xee" * HALF)                   # an old image filling the inactive half
+    install(make_job(tmp_path, disk, b"n" * 4096), tmp_path)
+    assert read_at(disk, REGION_START + HALF, 4096) == b"n" * 4096
+    assert read_at(disk, REGION_START + HALF + 4096, HALF - 4096) == bytes(HALF - 4096)
+
+
 def test_smaller_partition_grows_to_half(tmp_path: Path) -> None:
     disk = make_disk(tmp_path / "disk.img", 'start=12MiB, size=2MiB, type=uefi, name="boot"\n'
                                            'start=24MiB, size=16MiB, type=linux\n')
