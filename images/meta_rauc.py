@@ -271,6 +271,7 @@ def assemble_disk(out: Path, boot_img: Path, tree: Path) -> None:
         assemble.mkfs_ext4(disk, part, tree, part.start)
         assemble.normalize_inode_times(disk, part.start, tree, out)
     (tree / "etc/lab-slot-marker").unlink()
+    os.utime(tree / "etc", (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))     # as before the marker (the tar below)
     assemble.mkfs_ext4(disk, DATA, None, DATA.start)
     shutil.copyfile(OVMF_VARS, out / "OVMF_VARS.fd")     # fresh NVRAM: OVMF finds the removable path itself
     shutil.copyfile(boot_img, out / "efi-boot.vfat")
