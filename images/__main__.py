@@ -41,10 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     t0 = time.monotonic()
     if layout == "meta-rauc":
-        if variant != "pyrauc":
-            print("python -m images: --layout meta-rauc has no --rauc debian variant yet", file=sys.stderr)
-            return 2
-        img = meta_rauc.build(cache_dir(args.cache_dir), force=args.force)
+        img = meta_rauc.build(cache_dir(args.cache_dir), force=args.force, rauc=variant)
     elif variant == "debian":
         img = debian_rauc.build(cache_dir(args.cache_dir), force=args.force)
     else:

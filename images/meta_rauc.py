@@ -27,6 +27,10 @@ The target's rootfs adds Debian's grub-common (grub-editenv for RAUC's grub back
 (sfdisk for boot-gpt-switch) to the lab packages, in its own stage cache (CACHE/meta-rauc/), so the
 default image's stages and keys do not change. Output: CACHE/out-meta-rauc/ (disk.img,
 OVMF_VARS.fd = a fresh copy of OVMF's template, id_ed25519, build.json, efi-boot.vfat, rootfs.tar).
+
+``--rauc debian`` with this layout: Debian bookworm's C rauc 1.8 + rauc-service instead of pyrauc
+(as images/debian_rauc.py does for the default layout), system.conf without the [log.*] groups
+(1.8 has no event log), stage cache CACHE/meta-rauc-debian/, output CACHE/out-meta-rauc-debian/.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import assemble, config, pki, pyrauc_install, rootfs
+from . import assemble, config, debian_rauc, pki, pyrauc_install, rootfs
 from .build import Image, Variant, build_lock, finish_image_with
 from .common import SOURCE_DATE_EPOCH, Hasher, cached, out_dir, prune, run, stage
 from .nvram import OVMF_VARS
@@ -227,10 +231,10 @@ def grubenv_image(work: Path) -> Path:
     return img
 
 
-def write_layout_config(tree: Path, keyring: Path) -> list[Path]:
+def write_layout_config(tree: Path, keyring: Path, conf: str = SYSTEM_CONF) -> list[Path]:
     """The reference's system.conf (+ ca.cert.pem beside it), fstab and mount points over the lab config."""
     out: list[Path] = []
-    for rel, data in (("etc/rauc/system.conf", SYSTEM_CONF), ("etc/fstab", FSTAB),
+    for rel, data in (("etc/rauc/system.conf", conf), ("etc/fstab", FSTAB),
                       ("etc/rauc/ca.cert.pem", keyring.read_text())):
         p = tree / rel
         p.unlink(missing_ok=True)
@@ -280,41 +284,62 @@ def assemble_disk(out: Path, boot_img: Path, tree: Path) -> None:
         os.utime(made, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
 
 
-def build(cache: Path, force: bool = False) -> Image:
-    """Build (or reuse) CACHE/out-meta-rauc/."""
+def system_conf(rauc: str = "pyrauc") -> str:
+    """The target's system.conf: the reference's; for Debian's rauc 1.8 without the [log.*] groups
+    (event logs came with RAUC 1.9: 1.8 refuses "Invalid group '[log.readable]'")."""
+    if rauc == "pyrauc":
+        return SYSTEM_CONF
+    head, rest = SYSTEM_CONF.split("[log.readable]", 1)
+    return head + "[slot.efi.0]" + rest.split("[slot.efi.0]", 1)[1]
+
+
+def build(cache: Path, force: bool = False, rauc: str = "pyrauc") -> Image:
+    """Build (or reuse) CACHE/out-meta-rauc/ (RAUC = 'debian': CACHE/out-meta-rauc-debian/, C rauc 1.8)."""
     with build_lock(cache):
-        return _build(cache, force)
+        return _build(cache, force, rauc)
 
 
-def _build(cache: Path, force: bool) -> Image:
+def _build(cache: Path, force: bool, rauc: str) -> Image:
     t0 = time.monotonic()
-    own = cache / LAYOUT                  # private stage cache: prune() never sees the default's outputs
+    debian = rauc == "debian"
+    # private stage caches: prune() never sees the default's (or the other variant's) outputs
+    own = cache / (f"{LAYOUT}-debian" if debian else LAYOUT)
     pki_dir = pki.ensure_pki(cache)
     ssh_key = pki.ensure_ssh_key(cache)
-    base, base_key = rootfs.build_rootfs(own, force, EXTRA_PACKAGES)
+    extra = [*EXTRA_PACKAGES, *(debian_rauc.EXTRA_PACKAGES if debian else [])]
+    base, base_key = rootfs.build_rootfs(own, force, extra)
     boot_img, boot_key = build_boot_image(own, force)
-    wheels, wheels_key = pyrauc_install.download_wheels(cache, force)
-    pydeps, pydeps_key = pyrauc_install.build_pydeps(own, base, base_key, wheels, wheels_key, force)
+    pydeps_key = ""
+    if not debian:
+        wheels, wheels_key = pyrauc_install.download_wheels(cache, force)
+        pydeps, pydeps_key = pyrauc_install.build_pydeps(own, base, base_key, wheels, wheels_key, force)
     here = Path(__file__).parent
-    key = (Hasher(f"image-{LAYOUT}").text(base_key, pydeps_key, boot_key, layout_key(), pyrauc_install.source_key(),
-                                          *config.config_inputs(), os.environ.get("PYRAUC_IMAGE_SALT", ""))
+    conf = system_conf(rauc)
+    key = (Hasher(f"image-{LAYOUT}-{rauc}").text(base_key, pydeps_key, boot_key, layout_key(), conf,
+                                                 "" if debian else pyrauc_install.source_key(),
+                                                 *config.config_inputs(), os.environ.get("PYRAUC_IMAGE_SALT", ""))
            .file(pki_dir / "ca.cert.pem").file(ssh_key.with_suffix(".pub"))
            .file(here / "build.py").file(here / "assemble.py").file(here / "config.py")
-           .file(here / "pyrauc_install.py").file(Path(__file__)).hexdigest())
+           .file(here / "debian_rauc.py").file(here / "pyrauc_install.py").file(Path(__file__)).hexdigest())
     keyring = pki_dir / "ca.cert.pem"
 
     def fill(tree: Path) -> list[Path]:
-        written = pyrauc_install.install_pyrauc(tree, pydeps)
-        written += config.write_target_config(tree, keyring, ssh_key.with_suffix(".pub"))
-        return written + write_layout_config(tree, keyring)
+        if debian:
+            written = debian_rauc.write_target_config(tree, keyring, ssh_key.with_suffix(".pub"))
+        else:
+            written = pyrauc_install.install_pyrauc(tree, pydeps)
+            written += config.write_target_config(tree, keyring, ssh_key.with_suffix(".pub"))
+        return written + write_layout_config(tree, keyring, conf)
 
     def disk(tmp_out: Path, tree: Path) -> None:
         assemble_disk(tmp_out, boot_img, tree)
 
-    variant = Variant(f"image ({LAYOUT})", out_dir(cache, layout=LAYOUT), own,
-                      "hard-linked rootfs + pyrauc venv + target config (grub, boot-gpt-switch)", fill,
-                      {"layout": LAYOUT, "rootfs": base_key, "pydeps": pydeps_key, "efi-boot": boot_key,
-                       "pyrauc_source": pyrauc_install.source_key()})
+    what = "Debian rauc 1.8" if debian else "pyrauc venv"
+    info = {"layout": LAYOUT, "rootfs": base_key, "efi-boot": boot_key}
+    info.update({"rauc": debian_rauc.DESCRIPTION} if debian else
+                {"pydeps": pydeps_key, "pyrauc_source": pyrauc_install.source_key()})
+    variant = Variant(f"image ({LAYOUT}{', debian' if debian else ''})", out_dir(cache, rauc, LAYOUT), own,
+                      f"hard-linked rootfs + {what} + target config (grub, boot-gpt-switch)", fill, info)
     return finish_image_with(variant, key, base, pki_dir, ssh_key, force, t0, disk,
                              "GPT + efi-boot.vfat + grubenv + mkfs.ext4 -d in place (rescue, root_a, data)",
                              {p.name: p.uuid for p in PARTS})
