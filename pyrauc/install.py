@@ -11,7 +11,8 @@
 4. determine the target install group and plan one job per image (:mod:`pyrauc.slots`);
 5. pre-check every job before the first byte is written: readonly, image type x slot type, size
    (:func:`pyrauc.handlers.precheck`);
-6. update the slots: mark each target slot bad (:mod:`pyrauc.mark`), write the image
+6. update the slots: mark every target slot bad (:mod:`pyrauc.mark`) before the first image is
+   written, then write each image
    (:func:`pyrauc.handlers.install_image`) and record the slot status (:mod:`pyrauc.status`);
 7. activate: mark the installed slots active (``activate-installed``).
 
@@ -293,6 +294,11 @@ class _Installation:
         steps = self.steps
         steps.begin("Updating slots", 100)
         marked: set[str] = set()
+        # As RAUC: every target boot slot is marked bad before the first image is written (the tutorial
+        # device writes efi.0 first: a power cut there must already find rootfs.1 bad).
+        for plan in plans:
+            if not self._skip(plan):
+                self._mark_target_bad(plan.slot.root, marked)
         parts = 10 * max(1, len(plans))          # per image: 1 part to check, 9 to copy
         for n, plan in enumerate(plans):
             start = 40 + 60 * 10 * n // parts
@@ -307,7 +313,6 @@ class _Installation:
                 steps.begin("Copying image skipped", end)
                 steps.done()
                 continue
-            self._mark_target_bad(plan.slot.root, marked)
             self.events.emit(eventlog.writeslot(f"Updating slot {plan.slot.name}"))
             steps.begin(f"Copying image to {plan.slot.name}", end)
             self._update_slot(bundle, plan, henv, steps.progress(checked, end))

@@ -530,3 +530,24 @@ def test_min_bundle_version_is_semver(target: Target, limit: str, ok: bool) -> N
     expect_failure(proc, bundle, f"Version mismatch: Expected at least '{limit}' but bundle manifest has '2024.1'")
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
     assert install(target, bundle, "--ignore-version-limit").returncode == 0
+
+
+def test_every_target_marked_bad_before_the_first_image(target: Target) -> None:
+    """The tutorial device's order: efi.0 (no bootname) is written first, rootfs.1 after it. As RAUC,
+    rootfs.1 is marked bad before efi.0 gets its first byte: a power cut during the efi.0 copy finds
+    the target already bad."""
+    pytest.importorskip("pyrauc.bootloaders.custom")
+    efi = target.dir / "efi.img"
+    efi.write_bytes(b"\x00" * 8192)
+    write_conf(target, extra=f"[slot.efi.0]\ndevice={efi}\ntype=raw\n")
+    log = _custom_backend(target)
+    script = target.dir / "backend.sh"
+    script.write_text(script.read_text().replace(f"head -c 4 {target.slot1}", f"head -c 4 {efi}"))
+    bundle = make_bundle(target, "two", {"efi": ("efi.img", b"\x33" * 4096),
+                                         "rootfs": ("rootfs.img", b"\x11" * 4096)})
+    proc = install(target, bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines.index(" 40% Checking slot efi.0") < lines.index(" 70% Checking slot rootfs.1 (B)")
+    calls = [ln for ln in log.read_text().splitlines() if ln.startswith("set-")]
+    assert calls == ["set-state B bad 00000000", "set-primary B 33333333"]
