@@ -136,26 +136,33 @@ class Farm:
             _wait_port(self.ports["power"], vboard, "virtual board", self.dir / "vboard.log")
         config = self.dir / "exporter.yaml"
         config.write_text(exporter_config(self.ports["serial"], self.ports["power"], self.ports["ssh"]))
-        self._spawn("exporter", [_labgrid_tool("labgrid-exporter"), "-c", self.address, "-n", EXPORTER,
-                                 "--hostname", "127.0.0.1", str(config)])
-        self._wait_resources()
-        self.client("-p", self.place, "create")
-        self.client("-p", self.place, "add-match", f"{EXPORTER}/{GROUP}/*")
-        self.client("-p", self.place, "set-tags", *(f"{k}={v}" for k, v in TAGS.items()))
+        self.add_exporter(EXPORTER, config, GROUP)
+        self.create_place(self.place, f"{EXPORTER}/{GROUP}/*", TAGS)
         state = {"coordinator": self.address, "place": self.place, "ports": self.ports,
                  "pids": {name: p.pid for name, p in self.procs.items()}}
         (self.dir / "farm.json").write_text(json.dumps(state, indent=2) + "\n")
 
-    def _wait_resources(self) -> None:
-        """Until the coordinator lists the exporter's three resources."""
+    def add_exporter(self, name: str, config: Path, group: str) -> None:
+        """Start ``labgrid-exporter -n NAME CONFIG`` and wait until the coordinator lists GROUP's resources."""
+        proc = self._spawn(f"exporter-{name}", [_labgrid_tool("labgrid-exporter"), "-c", self.address, "-n", name,
+                                                "--hostname", "127.0.0.1", str(config)])
+        self._wait_resources(proc, f"{name}/{group}/")
+
+    def create_place(self, place: str, match: str, tags: dict[str, str]) -> None:
+        """What a farm admin does once per board: create the place, match its resources, tag it."""
+        self.client("-p", place, "create")
+        self.client("-p", place, "add-match", match)
+        self.client("-p", place, "set-tags", *(f"{k}={v}" for k, v in tags.items()))
+
+    def _wait_resources(self, proc: subprocess.Popen[bytes], prefix: str) -> None:
+        """Until the coordinator lists three resources under PREFIX (exporter/group/)."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
         out = ""
         while time.monotonic() < deadline:
-            if self.procs["exporter"].poll() is not None:
-                raise RuntimeError(f"labgrid-exporter exited: {(self.dir / 'exporter.log').read_text()[-2000:]}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"labgrid-exporter exited with {proc.returncode} (log in {self.dir})")
             out = self.client("resources", check=False).stdout
-            if all(f"{EXPORTER}/{GROUP}/{cls}" in out for cls in ("NetworkSerialPort", "NetworkPowerPort",
-                                                                   "NetworkService")):
+            if all(f"{prefix}{cls}" in out for cls in ("NetworkSerialPort", "NetworkPowerPort", "NetworkService")):
                 return
             time.sleep(0.5)
         raise RuntimeError(f"the exporter's resources did not show up on the coordinator: {out}")
