@@ -1,19 +1,20 @@
 """pytest side of a board farm: the session holds its labgrid place from the first test to the end.
 
-With an env file naming a ``RemotePlace`` (labs/remote.yaml, labs/board-example.yaml) the autouse
-session fixture ``farm_place`` acquires the place on the coordinator (``LG_COORDINATOR`` or the env
-file's ``coordinator_address`` option) before labgrid's ``target`` fixture looks at it, and releases
-it after the last test (drivers deactivated first). While another session holds the place this one
-waits, up to ``PYRAUC_FARM_WAIT`` seconds (default 3600; 0: fail at once), printing who holds it;
-then it stops with ``farm: place ... is held by ...`` and exit status 3. The place is held by a
-keeper process (labs/place.py) that releases it when this session ends, also when it crashes.
-Without an env file, or with a local one (labs/qemu.yaml), the fixture does nothing.
+With an env file naming a ``RemotePlace`` (labs/remote.yaml, labs/board-example.yaml) the session
+acquires the place on the coordinator (``LG_COORDINATOR`` or the env file's ``coordinator_address``
+option) before the first test, i.e. before labgrid builds the target, and releases it after the
+last one (drivers deactivated first); the ``farm_place`` fixture gives the tests its keepers.
+While another session holds the place this one waits, up to ``PYRAUC_FARM_WAIT`` seconds (default
+3600; 0: fail at once), printing who holds it; then it stops with ``farm: place ... is held by ...``
+and exit status 3. The place is held by a keeper process (labs/place.py) that releases it when this
+session ends, also when it crashes. Without an env file, or with a local one (labs/qemu.yaml),
+nothing of this happens.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
 from labs.place import BUSY_EXIT, PlaceBusy, PlaceKeeper
 
 DEFAULT_WAIT = 3600.0
+KEEPERS = pytest.StashKey[list[PlaceKeeper]]()
 __all__ = ["BUSY_EXIT", "farm_place"]
 
 
@@ -41,15 +43,20 @@ def coordinator_address(env: Any) -> str:
     return str(env.config.get_option("coordinator_address", default))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def farm_place(request: pytest.FixtureRequest) -> Iterator[list[PlaceKeeper]]:
-    """Hold the env file's places (none for a local env) for the whole session."""
-    env = request.config.stash.get(LABGRID_ENV_KEY, None)
-    names = remote_places(env) if env is not None else []
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    """Hold the env file's places (none for a local env) around all tests.
+
+    Before the first test (labgrid's own runtest_setup hook already builds the target, and a
+    RemotePlace target needs its place acquired), released after the last one: by then the session
+    fixtures are torn down and labgrid's ``env`` fixture has deactivated the drivers.
+    """
+    config = session.config
+    env = config.stash.get(LABGRID_ENV_KEY, None)
+    names = remote_places(env) if env is not None and session.items and not config.option.collectonly else []
     if env is None or not names:
-        yield []
-        return
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        return (yield)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def say(text: str) -> None:
         if reporter is not None:
@@ -58,7 +65,7 @@ def farm_place(request: pytest.FixtureRequest) -> Iterator[list[PlaceKeeper]]:
             print(text)
 
     wait = float(os.environ.get("PYRAUC_FARM_WAIT", DEFAULT_WAIT))
-    keepers: list[PlaceKeeper] = []
+    keepers = config.stash[KEEPERS] = []
     try:
         for name in names:
             keepers.append(PlaceKeeper.acquire(coordinator_address(env), name, wait, say=say))
@@ -67,8 +74,14 @@ def farm_place(request: pytest.FixtureRequest) -> Iterator[list[PlaceKeeper]]:
             keeper.release()
         pytest.exit(f"farm: {e}", returncode=BUSY_EXIT if isinstance(e, PlaceBusy) else 1)
     try:
-        yield keepers
+        return (yield)
     finally:
         env.cleanup()            # drivers off the place's resources before it goes to someone else
         for keeper in reversed(keepers):
             keeper.release()
+
+
+@pytest.fixture(scope="session")
+def farm_place(request: pytest.FixtureRequest) -> list[PlaceKeeper]:
+    """The keepers holding this session's places (empty for a local env)."""
+    return request.config.stash.get(KEEPERS, [])

@@ -10,9 +10,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 
-def test_bindings(target: Any) -> None:
-    strategy = target.get_driver("PyraucLabStrategy")
+
+@pytest.fixture
+def strategy(target: Any) -> Any:
+    """The lab strategy, not activated (nothing answers behind the place's resources here).
+
+    Named ``strategy`` as in the lab suites: labgrid's runtest_setup hook then builds the target
+    before any fixture runs, which needs the place already acquired.
+    """
+    return target.get_driver("PyraucLabStrategy", activate=False)
+
+
+def test_bindings(strategy: Any, target: Any) -> None:
     serial = target.get_resource("NetworkSerialPort")
     pdu = target.get_resource("NetworkPowerPort")
     record = {

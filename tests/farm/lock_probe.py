@@ -13,10 +13,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from labs.place import PlaceKeeper
 
 
-def test_hold_the_place(farm_place: list[PlaceKeeper], target: Any) -> None:
+@pytest.fixture
+def strategy(target: Any) -> Any:
+    """The lab strategy, not activated (nothing answers behind the place's resources here).
+
+    Named ``strategy`` as in the lab suites: labgrid's runtest_setup hook then builds the target
+    before any fixture runs, which needs the place already acquired.
+    """
+    return target.get_driver("PyraucLabStrategy", activate=False)
+
+
+def test_hold_the_place(farm_place: list[PlaceKeeper], strategy: Any, target: Any) -> None:
     probe = Path(os.environ["PROBE_DIR"])
     name = os.environ["PROBE_NAME"]
     (keeper,) = farm_place
