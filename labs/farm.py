@@ -236,6 +236,7 @@ def main(argv: list[str]) -> int:
     if not command:
         parser.error("run needs a COMMAND")
     directory = args.dir or REPO / "results" / time.strftime("farm-%Y%m%d-%H%M%S")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))      # stop the farm's processes on the way out
     with running(directory) as farm:
         print(f"farm: coordinator {farm.address}, place {farm.place}, ports {farm.ports}, in {farm.dir}",
               file=sys.stderr)
