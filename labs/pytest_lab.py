@@ -59,6 +59,7 @@ BUDGET = {
     "tests/lab": 1500.0,
     "tests/unit": 600.0,
     "tests/interop": 300.0,
+    "tests/farm": 120.0,         # place locking on a labgrid coordinator (no QEMU)
     "total": 1800.0,
 }
 
@@ -128,7 +129,7 @@ def _group(nodeid: str) -> str:
 def _weight(group: str) -> float:
     """Expected seconds of a work unit (its budget): the longest ones are handed out first."""
     if group == "host-suites":
-        return BUDGET["tests/unit"] + BUDGET["tests/interop"]
+        return BUDGET["tests/unit"] + BUDGET["tests/interop"] + BUDGET["tests/farm"]
     return BUDGET.get(group, 120.0)
 
 
