@@ -56,6 +56,9 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
     names = remote_places(env) if env is not None and session.items and not config.option.collectonly else []
     if env is None or not names:
         return (yield)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.exit("farm: a place is one board for one session: run without pytest-xdist (-p no:xdist)",
+                    returncode=BUSY_EXIT)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def say(text: str) -> None:
