@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from cryptography import x509
 
@@ -397,10 +397,27 @@ class Bundle:
     detached: bool
     verified: Verified | None
     encrypted: bool = False
+    source: RemoteSource | None = None     # a streamed bundle: where its bytes come from
 
     @property
     def format(self) -> str:
         return self.manifest.bundle_format
+
+    @property
+    def location(self) -> str:
+        """The URL of a streamed bundle, else its path."""
+        return self.source.url if self.source is not None else str(self.path)
+
+    def close(self) -> None:
+        """Release what reading the bundle needs (a streamed bundle: its HTTP client or NBD helper)."""
+        if self.source is not None:
+            self.source.close()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def squashfs_size(self) -> int:
@@ -410,7 +427,48 @@ class Bundle:
         return self.size - (self.manifest.verity_size or 0)
 
     def __repr__(self) -> str:
-        return f"Bundle(path={self.path!s}, format={self.format}, size={self.size}, encrypted={self.encrypted})"
+        return f"Bundle(path={self.location}, format={self.format}, size={self.size}, encrypted={self.encrypted})"
+
+
+class RemoteSource(Protocol):
+    """The bytes of a bundle on a server (:class:`pyrauc.stream.HttpSource`, :class:`pyrauc.nbd.NbdSource`)."""
+
+    url: str          # for messages (no password)
+    size: int         # the bundle file's size
+
+    def read(self, offset: int, length: int) -> bytes: ...
+    def close(self) -> None: ...
+
+
+STREAMING_FAQ = "https://rauc.readthedocs.io/en/latest/faq.html#what-causes-a-payload-size-that-is-not-a-multiple-of-4kib"
+
+
+def read_remote_framing(source: RemoteSource, max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE
+                        ) -> tuple[int, bytes]:
+    """``(payload_size, cms)`` of a streamed bundle: the last 8 bytes, then the CMS (RAUC's messages)."""
+    size = source.size
+    prefix = "Invalid bundle format: "
+    if size < 8:
+        raise BundleError(f"{prefix}Bundle size ({size}) is too small")
+    try:
+        sigsize = int.from_bytes(source.read(size - 8, 8), "big")
+    except RaucError as e:
+        raise BundleError(f"{prefix}Failed to read signature size from bundle: {e}") from e
+    if sigsize == 0:
+        raise BundleError(f"{prefix}Signature size is 0")
+    if sigsize > size - 8:
+        raise BundleError(f"{prefix}Signature size ({sigsize}) exceeds bundle size")
+    if sigsize > max_signature_size:
+        raise BundleError(f"{prefix}Signature size ({sigsize}) exceeds max-bundle-signature-size "
+                          f"({max_signature_size})")
+    payload_size = size - 8 - sigsize
+    if payload_size % verity.BLOCK_SIZE:
+        raise BundleError(f"{prefix}Payload size ({payload_size}) is not a multiple of 4KiB. See {STREAMING_FAQ}")
+    try:
+        cms = source.read(payload_size, sigsize)
+    except RaucError as e:
+        raise BundleError(f"{prefix}Failed to read signature from bundle: {e}") from e
+    return payload_size, cms
 
 
 def read_framing(path: Path, max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE) -> tuple[int, bytes]:
@@ -465,6 +523,43 @@ def open_bundle(
     """
     path = Path(path)
     size, cms = read_framing(path, max_signature_size)
+    return _open_framed(path, size, cms, keyring=keyring, verify=verify, key=key, cert=cert,
+                        allowed_formats=allowed_formats)
+
+
+def open_remote_bundle(
+    source: RemoteSource,
+    *,
+    keyring: Keyring | None,
+    verify: bool = True,
+    key: str | None = None,
+    cert: str | None = None,
+    allowed_formats: Sequence[str] | None = None,
+    max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE,
+) -> Bundle:
+    """Open a streamed bundle: framing and CMS read from ``source``, then as :func:`open_bundle`.
+
+    Only verity and crypt bundles can be streamed (dm-verity authenticates every block read later);
+    the returned bundle owns ``source`` (:meth:`Bundle.close`).
+    """
+    size, cms = read_remote_framing(source, max_signature_size)
+    return _open_framed(Path(source.url), size, cms, keyring=keyring, verify=verify, key=key, cert=cert,
+                        allowed_formats=allowed_formats, source=source)
+
+
+def _open_framed(
+    path: Path,
+    size: int,
+    cms: bytes,
+    *,
+    keyring: Keyring | None,
+    verify: bool,
+    key: str | None,
+    cert: str | None,
+    allowed_formats: Sequence[str] | None,
+    source: RemoteSource | None = None,
+) -> Bundle:
+    """Decrypt, verify and load the manifest of a bundle whose framing was read."""
     kind = _parsed(signature.cms_type, cms)
     encrypted = False
     sigdata = cms
@@ -486,6 +581,8 @@ def open_bundle(
 
     content = _parsed(signature.cms_content, sigdata)
     detached = content is None
+    if detached and source is not None:
+        raise BundleError("Bundle format 'plain' not supported in streaming mode")
     verified: Verified | None = None
     if verify:
         if keyring is None or (keyring.path is None and keyring.directory is None):
@@ -520,7 +617,7 @@ def open_bundle(
         raise BundleError("Invalid bundle format: encrypted signature for non-crypt bundle")
     if allowed_formats is not None and manifest.bundle_format not in allowed_formats:
         raise BundleError(f"Bundle format '{manifest.bundle_format}' not allowed")
-    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted)
+    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted, source)
 
 
 def check_payload(bundle: Bundle, progress: Progress | None = None) -> None:
