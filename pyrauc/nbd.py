@@ -72,6 +72,7 @@ KERNEL_TIMEOUT = 300
 WORKERS = 8                          # READs answered at once (one HTTP connection each)
 STOP_TIMEOUT = 30.0
 MAX_REQUEST = 32 << 20               # a READ larger than this is a protocol error
+PROGRESS_INTERVAL = 10.0             # seconds between the helper's download progress lines
 
 
 class NbdError(InstallError):
@@ -105,6 +106,8 @@ class NbdServer:
         self.size = 0
         self._write = threading.Lock()
         self.failed: str | None = None
+        self._started = time.monotonic()
+        self._reported = self._started
 
     def _reply(self, handle: bytes, error: int, data: bytes = b"") -> None:
         with self._write:
@@ -182,6 +185,20 @@ class NbdServer:
             self._reply(handle, 0, data)
         except OSError as e:
             log.warning(f"nbd server: cannot send the reply: {e.strerror}")
+        self._progress()
+
+    def _progress(self) -> None:
+        """Every :data:`PROGRESS_INTERVAL` seconds of a long transfer: how much came, how fast."""
+        now = time.monotonic()
+        with self._write:
+            if now - self._reported < PROGRESS_INTERVAL:
+                return
+            self._reported = now
+        done = self.stats.sum("dl_size")
+        share = 100.0 * done / self.size if self.size else 0.0
+        rate = done / (now - self._started) / (1 << 20)
+        log.info(f"nbd server: downloaded {done / (1 << 20):.1f} MiB ({share:.1f}% of the bundle), "
+                 f"{rate:.1f} MiB/s")
 
 
 def _no_new_privs() -> None:

@@ -548,3 +548,33 @@ def test_service_inspects_a_url_and_installs_only_with_kernel_nbd(site: Site, tm
         assert "nbd server exiting" in log and "nbd server running as UID" in log
         assert slot1.read_bytes() == b"\x00" * SLOT_SIZE
     assert_clean(tmp_path)
+
+
+def test_server_in_process_reports_progress(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NbdServer in a thread of the test (no subprocess): CONFIGURE, READs, progress lines, DISC."""
+    monkeypatch.setattr(nbd, "PROGRESS_INTERVAL", 0.0)
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("pyrauc.nbd")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    ours, theirs = socket.socketpair()
+    server = nbd.NbdServer(theirs, workers=2)
+    thread = threading.Thread(target=server.serve)
+    thread.start()
+    try:
+        helper = nbd.Helper(None, ours)                     # type: ignore[arg-type]
+        info = helper.configure(site.url("blob.bin"), StreamOptions())
+        assert helper.read(0, 1 << 18) == (site.www / "blob.bin").read_bytes()[:1 << 18]
+        assert info.size == 1 << 20
+        ours.sendall(nbd.REQUEST.pack(nbd.REQUEST_MAGIC, nbd.CMD_DISC, nbd.CONFIG_HANDLE, 0, 0))
+        thread.join(30)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        ours.close()
+        theirs.close()
+    assert any(m.startswith("nbd server: downloaded ") and "(25.0% of the bundle)" in m for m in messages), messages
+    assert "downloaded 25.0% of the full bundle" in messages
