@@ -9,6 +9,7 @@ a redirect, no Range support, 204); :class:`tests.helpers.webserver.FaultyProxy`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -55,6 +56,24 @@ def _sandbox_user() -> str:
 
 
 SANDBOX = _sandbox_user()
+
+
+@contextlib.contextmanager
+def captured(name: str) -> Iterator[list[str]]:
+    """The messages logged (INFO and up) to logger ``name`` while the block runs (the CLI's logging
+    setup may have turned propagation off, so caplog cannot be relied on)."""
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @dataclass
@@ -422,21 +441,11 @@ def test_flipping_proxy_delivers_wrong_bytes_that_verity_catches(site: Site, tmp
 
 def test_retry_count_and_delay(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stream, "RETRY_DELAY", 0.01)
-    messages: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("pyrauc.stream")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with captured("pyrauc.stream") as messages:
         client = stream.HttpRangeClient(site.url("blob.bin", location="range-not-satisfiable/"), StreamOptions())
         with pytest.raises(stream.ProbeError,
                            match="failed to configure streaming: unexpected HTTP response code 416"):
             client.probe()
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     retries = [m for m in messages if "retrying" in m]
     assert len(retries) == 5 and retries[-1].endswith("(retrying 5/5)")
 
@@ -553,28 +562,20 @@ def test_service_inspects_a_url_and_installs_only_with_kernel_nbd(site: Site, tm
 def test_server_in_process_reports_progress(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     """NbdServer in a thread of the test (no subprocess): CONFIGURE, READs, progress lines, DISC."""
     monkeypatch.setattr(nbd, "PROGRESS_INTERVAL", 0.0)
-    messages: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("pyrauc.nbd")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
     ours, theirs = socket.socketpair()
     server = nbd.NbdServer(theirs, workers=2)
     thread = threading.Thread(target=server.serve)
-    thread.start()
-    try:
-        helper = nbd.Helper(None, ours)                     # type: ignore[arg-type]
-        info = helper.configure(site.url("blob.bin"), StreamOptions())
-        assert helper.read(0, 1 << 18) == (site.www / "blob.bin").read_bytes()[:1 << 18]
-        assert info.size == 1 << 20
-        ours.sendall(nbd.REQUEST.pack(nbd.REQUEST_MAGIC, nbd.CMD_DISC, nbd.CONFIG_HANDLE, 0, 0))
-        thread.join(30)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        ours.close()
-        theirs.close()
+    with captured("pyrauc.nbd") as messages:
+        thread.start()
+        try:
+            helper = nbd.Helper(None, ours)                     # type: ignore[arg-type]
+            info = helper.configure(site.url("blob.bin"), StreamOptions())
+            assert helper.read(0, 1 << 18) == (site.www / "blob.bin").read_bytes()[:1 << 18]
+            assert info.size == 1 << 20
+            ours.sendall(nbd.REQUEST.pack(nbd.REQUEST_MAGIC, nbd.CMD_DISC, nbd.CONFIG_HANDLE, 0, 0))
+            thread.join(30)
+        finally:
+            ours.close()
+            theirs.close()
     assert any(m.startswith("nbd server: downloaded ") and "(25.0% of the bundle)" in m for m in messages), messages
     assert "downloaded 25.0% of the full bundle" in messages
