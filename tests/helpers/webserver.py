@@ -211,17 +211,19 @@ class FaultyProxy:
     * ``flip``: (start, end) of the bundle in which one byte of every 4 KiB block is flipped on its way
       (the payload; the signature at the end stays intact);
     * ``vanish_after``: after this many body bytes, stop listening and drop every connection;
-    * ``switch_to`` (a URL) once ``switch_after_offset`` was requested (the signature's region):
-      serve every later request from that other bundle.
+    * ``switch_to`` (a URL): once ``switch_after`` requests at or past ``switch_after_offset`` were
+      served (the size and the signature: 2), serve every later request from that other bundle.
     """
 
     def __init__(self, upstream: str, *, flip: tuple[int, int] | None = None, vanish_after: int | None = None,
-                 switch_to: str | None = None, switch_after_offset: int | None = None) -> None:
+                 switch_to: str | None = None, switch_after_offset: int | None = None, switch_after: int = 2) -> None:
         self.upstream = upstream
         self.flip = flip
         self.vanish_after = vanish_after
         self.switch_to = switch_to
         self.switch_after_offset = switch_after_offset
+        self.switch_after = switch_after
+        self.tail_requests = 0
         self.switched = False
         self.flipped = 0
         self.sent = 0
@@ -251,10 +253,10 @@ class FaultyProxy:
         rng = req.headers.get("Range", "")
         start = int(rng.split("=")[1].split("-")[0]) if rng.startswith("bytes=") else 0
         with self.lock:
-            if (self.switch_to is not None and self.switch_after_offset is not None
-                    and start >= self.switch_after_offset):
-                self.switched = True
             base = self.switch_to if self.switched and self.switch_to else self.upstream
+            if self.switch_after_offset is not None and start >= self.switch_after_offset:
+                self.tail_requests += 1
+                self.switched = self.tail_requests >= self.switch_after
         headers = {k: v for k, v in req.headers.items() if k.lower() not in ("host", "connection")}
         resp = self.http.request("GET", base.rstrip("/") + req.path, headers=headers, preload_content=True,
                                  redirect=False)

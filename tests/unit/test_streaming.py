@@ -579,3 +579,20 @@ def test_server_in_process_reports_progress(site: Site, monkeypatch: pytest.Monk
             theirs.close()
     assert any(m.startswith("nbd server: downloaded ") and "(25.0% of the bundle)" in m for m in messages), messages
     assert "downloaded 25.0% of the full bundle" in messages
+
+
+def test_switching_proxy_serves_another_bundle_after_the_signature(site: Site) -> None:
+    """The signature is read from the bundle asked for; every later read comes from another one."""
+    local = bundle.open_bundle(site.www / "verity.raucb", keyring=_access(site).keyring)
+    (site.www / "other").mkdir(exist_ok=True)
+    (site.www / "other" / "verity.raucb").write_bytes((site.www / "crypt.raucb").read_bytes())
+    upstream = f"http://127.0.0.1:{site.nginx.http_port}"
+    proxy = FaultyProxy(upstream, switch_to=upstream + "/other", switch_after_offset=local.size)
+    try:
+        with _access(site).open(proxy.url("verity.raucb"), sandboxed=False) as remote:
+            assert remote.manifest.to_data() == local.manifest.to_data()
+            assert remote.source is not None
+            assert remote.source.read(0, 4096) == (site.www / "crypt.raucb").read_bytes()[:4096]
+        assert proxy.switched
+    finally:
+        proxy.close()
