@@ -227,6 +227,7 @@ class FaultyProxy:
         self.switched = False
         self.flipped = 0
         self.sent = 0
+        self.requested: list[str] = []
         self.lock = threading.Lock()
         self.http = urllib3.PoolManager(maxsize=16)
         proxy = self
@@ -258,8 +259,10 @@ class FaultyProxy:
                 self.tail_requests += 1
                 self.switched = self.tail_requests >= self.switch_after
         headers = {k: v for k, v in req.headers.items() if k.lower() not in ("host", "connection")}
-        resp = self.http.request("GET", base.rstrip("/") + req.path, headers=headers, preload_content=True,
-                                 redirect=False)
+        self.requested.append(req.path)
+        # as a forward proxy (http_proxy) the request line carries the whole URL
+        url = req.path if req.path.startswith("http://") else base.rstrip("/") + req.path
+        resp = self.http.request("GET", url, headers=headers, preload_content=True, redirect=False)
         body = bytearray(resp.data)
         if self.flip is not None and resp.status == 206:
             lo, hi = self.flip

@@ -596,3 +596,17 @@ def test_switching_proxy_serves_another_bundle_after_the_signature(site: Site) -
         assert proxy.switched
     finally:
         proxy.close()
+
+
+def test_http_proxy_from_the_environment(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = FaultyProxy(f"http://127.0.0.1:{site.nginx.http_port}")
+    try:
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        client = stream.HttpRangeClient(site.url("blob.bin"), StreamOptions())
+        assert client.probe().size == 1 << 20
+        assert client.read(0, 4096) == (site.www / "blob.bin").read_bytes()[:4096]
+        assert proxy.requested == [site.url("blob.bin")] * 2
+    finally:
+        proxy.close()
