@@ -105,7 +105,6 @@ class NbdServer:
         self.stats = Stats()
         self.size = 0
         self._write = threading.Lock()
-        self.failed: str | None = None
         self._started = time.monotonic()
         self._reported = self._started
 
@@ -176,9 +175,8 @@ class NbdServer:
             log.warning(f"nbd server: reading {length} bytes at {offset} failed: {e}")
             self._reply(handle, EIO)
             return
-        except Exception as e:        # never leave the kernel waiting for an answer
+        except Exception:             # never leave the kernel waiting for an answer
             log.exception("nbd server: unexpected error")
-            self.failed = str(e)
             self._reply(handle, EIO)
             return
         try:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import json
 import logging
 import os
@@ -47,8 +48,8 @@ import time
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import urllib3
@@ -263,7 +264,6 @@ class ServerInfo:
     current_time: int | None = None       # server Date, unix time
     modified_time: int | None = None      # Last-Modified, unix time
     etag: str | None = None
-    redirected: bool = field(default=False, repr=False)
 
 
 class ProbeError(StreamError):
@@ -421,7 +421,8 @@ class HttpRangeClient:
         redirects = 0
         log.info(f"nbd server configuring for URL: {self.display_url}")
         while True:
-            status, _body, resp_headers = self._with_retries(lambda u=url: self._probe_once(u, headers), probe=True)
+            status, _body, resp_headers = self._with_retries(functools.partial(self._probe_once, url, headers),
+                                                             probe=True)
             if status in (301, 302, 303, 307, 308):
                 location = resp_headers.get("Location")
                 if not location or redirects >= MAX_REDIRECTS:
@@ -446,7 +447,7 @@ class HttpRangeClient:
         self.size = int(total)
         info = ServerInfo(url=url, size=self.size, current_time=_unix_time(resp_headers.get("Date")),
                           modified_time=_unix_time(resp_headers.get("Last-Modified")),
-                          etag=resp_headers.get("ETag"), redirected=redirects > 0)
+                          etag=resp_headers.get("ETag"))
         log.info(f"nbd server received total size {info.size}")
         if info.current_time is not None:
             log.debug(f"nbd server received HTTP server date {info.current_time}")
@@ -480,12 +481,13 @@ class HttpRangeClient:
                            retry=True)
         return status, body, headers
 
-    def _with_retries(self, attempt: Any, probe: bool = False) -> tuple[int, bytes, Any]:
+    def _with_retries(self, attempt: Callable[[], tuple[int, bytes, Any]], probe: bool = False
+                      ) -> tuple[int, bytes, Any]:
+        """RAUC's retry rules around ``attempt`` (the probe's failures as :class:`ProbeError`)."""
         tries = 0
         while True:
             try:
-                result: tuple[int, bytes, Any] = attempt()
-                return result
+                return attempt()
             except _Attempt as e:
                 if e.status == 404:
                     raise (ProbeError("not found: unexpected HTTP response code 404", "not found", 404) if probe
