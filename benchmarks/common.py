@@ -26,8 +26,11 @@ class Measurement:
     peak_rss_kib: int
 
 
-def measure(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Measurement:
+def measure(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+            ok: Sequence[int] = (0,)) -> Measurement:
     """Run ``argv`` to completion under GNU time: wall time and peak RSS of the command.
+
+    An exit code outside ``ok`` ends the benchmark (a usage error is measured with ``ok=(1,)``).
 
     (``os.wait4`` would report the benchmark script's own peak too: a forked child starts with
     the parent's resident pages.)
@@ -37,7 +40,7 @@ def measure(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | 
         proc = subprocess.run([TIME, "-f", "%M", "-o", rss.name, *argv], cwd=cwd, env={**os.environ, **(env or {})},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
         elapsed = time.perf_counter() - start
-        if proc.returncode != 0:
+        if proc.returncode not in ok:
             raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): "
                              f"{proc.stderr.decode(errors='replace').strip()[-500:]}")
         peak = int(rss.read().strip().splitlines()[-1])

@@ -40,6 +40,7 @@ OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 BUDGET = {
     "tests/lab/test_smoke.py": 120.0,
     "tests/lab/test_snapshot.py": 90.0,
+    "tests/lab/test_service.py": 120.0,
     "tests/lab/test_sessions.py": 150.0,
     "tests/lab/test_target_install.py": 240.0,
     "tests/lab/test_tutorial.py": 360.0,

@@ -22,12 +22,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyrauc import bundle, stream
-from pyrauc.config import SystemConfig
+from pyrauc import stream
+from pyrauc.config import DEFAULT_MAX_BUNDLE_SIGNATURE_SIZE, SystemConfig
 from pyrauc.errors import BundleError
-from pyrauc.signature import Keyring
 from pyrauc.stream import StreamOptions
+
+if TYPE_CHECKING:    # bundle and keyring load cryptography: only commands that open a bundle need them
+    from pyrauc.bundle import Bundle, RemoteSource
+    from pyrauc.signature import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class BundleAccess:
     key: str | None = None                   # decryption key: PEM file or pkcs11: URI
     cert: str | None = None                  # the recipient certificate that goes with it
     allowed_formats: tuple[str, ...] | None = None
-    max_signature_size: int = bundle.DEFAULT_MAX_SIGNATURE_SIZE
+    max_signature_size: int = DEFAULT_MAX_BUNDLE_SIGNATURE_SIZE
     streaming: StreamOptions = field(default_factory=StreamOptions)
     send_headers: tuple[str, ...] = ()       # [streaming] send-headers items
 
@@ -65,6 +69,8 @@ class BundleAccess:
               cert: str | None = None, verify: bool = True, no_check_time: bool = False,
               streaming: StreamOptions | None = None) -> BundleAccess:
         """system.conf's settings (if there is one) with the command line's on top."""
+        from pyrauc.signature import Keyring
+
         base = config.to_keyring(no_check_time) if config is not None else None
         ring = (base or Keyring()).with_path(keyring) if keyring else base
         if ring is not None and no_check_time:
@@ -77,7 +83,7 @@ class BundleAccess:
             keyring=ring, verify=verify, key=key, cert=cert,
             allowed_formats=tuple(config.bundle_formats) if config is not None else None,
             max_signature_size=(config.max_bundle_signature_size if config is not None
-                                else bundle.DEFAULT_MAX_SIGNATURE_SIZE),
+                                else DEFAULT_MAX_BUNDLE_SIGNATURE_SIZE),
             streaming=streaming or StreamOptions.build(conf_streaming),
             send_headers=tuple(item for item in send.split(";") if item),
         )
@@ -95,11 +101,13 @@ class BundleAccess:
         return dataclasses.replace(self, streaming=dataclasses.replace(self.streaming, info_headers=tuple(headers)))
 
     def open(self, path: str | Path, *, decrypt: bool = True, formats: Sequence[str] | None = None,
-             sandboxed: bool = True) -> bundle.Bundle:
+             sandboxed: bool = True) -> Bundle:
         """Open (decrypt, verify, load the manifest of) the bundle at ``path``, a file or a URL.
 
         A streamed bundle must be closed (:meth:`pyrauc.bundle.Bundle.close`) to stop its stream.
         """
+        from pyrauc import bundle
+
         allowed = formats if formats is not None else self.allowed_formats
         if isinstance(path, str) and is_url(path):
             return self._open_remote(path, allowed, decrypt, sandboxed)
@@ -108,13 +116,15 @@ class BundleAccess:
                                   allowed_formats=allowed, max_signature_size=self.max_signature_size)
 
     def _open_remote(self, url: str, allowed: Sequence[str] | None, decrypt: bool,
-                     sandboxed: bool) -> bundle.Bundle:
+                     sandboxed: bool) -> Bundle:
+        from pyrauc import bundle
+
         log.info("Remote URI detected, streaming bundle...")
         scheme = url.split(":", 1)[0].lower()
         if scheme not in stream.SCHEMES:
             raise BundleError(f"Failed to stream bundle {stream.redact(url)}: failed to configure streaming: "
                               f"Protocol \"{scheme}\" not supported")
-        source: bundle.RemoteSource
+        source: RemoteSource
         try:
             if sandboxed:
                 from pyrauc.nbd import NbdSource

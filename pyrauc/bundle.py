@@ -229,6 +229,13 @@ def _check_index_source(image: Image, path: Path) -> None:
 
 def _fill_image_digests(manifest: Manifest, contentdir: Path, workdir: Path) -> None:
     """Digest and size of every image into the manifest; block hash indexes into ``workdir``."""
+    for image, path, index in _check_images(manifest, contentdir, workdir):
+        image.sha256, image.size = _digest_image(path, index)
+
+
+def _check_images(manifest: Manifest, contentdir: Path, workdir: Path) -> list[tuple[Image, Path, Path | None]]:
+    """RAUC's checks of the images and the hook; (image, its file, its block hash index) to digest."""
+    todo: list[tuple[Image, Path, Path | None]] = []
     for image in manifest.images:
         unknown = [m for m in image.adaptive if m not in ADAPTIVE_METHODS]
         if unknown:
@@ -248,9 +255,47 @@ def _fill_image_digests(manifest: Manifest, contentdir: Path, workdir: Path) -> 
             _check_index_source(image, path)
             index = workdir / (image.filename + HASH_INDEX_SUFFIX)
             index.unlink(missing_ok=True)
-        image.sha256, image.size = _digest_image(path, index)
+        todo.append((image, path, index))
     if manifest.hook_name and not (contentdir / manifest.hook_name).is_file():
         raise BundleError(f"hook file '{manifest.hook_name}' does not exist in bundle content dir ({contentdir})")
+    return todo
+
+
+def _make_squashfs(manifest: Manifest, contentdir: Path, workdir: Path, output: Path,
+                   mksquashfs_args: str | None, keep_metadata: bool) -> None:
+    """The bundle's squashfs at ``output``: the content (linked in ``workdir``), the manifest with
+    the images' digests and sizes, and block hash indexes.
+
+    RAUC digests the images, writes the manifest and then runs mksquashfs, which compresses on
+    about one core. With RAUC's default mksquashfs arguments pyrauc squashes the content while it
+    digests the images (both read the same files, from the page cache) and then appends the
+    manifest and the indexes with a second, short mksquashfs run: the same files in the image, and
+    the digests take no time of their own. With --mksquashfs-args or kept metadata (tar-extract
+    conversion) it keeps RAUC's order, as an append run could treat those options differently.
+    """
+    if mksquashfs_args or keep_metadata:
+        _fill_image_digests(manifest, contentdir, workdir)
+        (workdir / "manifest.raucm").write_bytes(manifest.to_data())
+        squashfs.mksquashfs(workdir, output, mksquashfs_args, keep_metadata=keep_metadata)
+        return
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    late = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX + "-", dir=workdir.parent))
+    try:
+        os.chmod(late, os.stat(workdir).st_mode & 0o7777)   # the root directory's mode, as in workdir
+        todo = _check_images(manifest, contentdir, late)
+        with ThreadPoolExecutor(1, thread_name_prefix="mksquashfs") as pool:
+            squashed = pool.submit(squashfs.mksquashfs, workdir, output)
+            try:
+                for image, path, index in todo:
+                    image.sha256, image.size = _digest_image(path, index)
+            finally:
+                wait([squashed])
+            squashed.result()
+        (late / "manifest.raucm").write_bytes(manifest.to_data())
+        squashfs.mksquashfs(late, output, append=True)
+    finally:
+        shutil.rmtree(late, ignore_errors=True)
 
 
 def _load_signer(cert: str, key: str) -> tuple[x509.Certificate, keys.PrivateKey]:
@@ -342,10 +387,8 @@ def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermed
 
     workdir = _prepare_workdir(contentdir)
     try:
-        _fill_image_digests(manifest, contentdir, workdir)
-        (workdir / "manifest.raucm").write_bytes(manifest.to_data())
         with _new_output(bundle) as tmp:
-            squashfs.mksquashfs(workdir, tmp, mksquashfs_args, keep_metadata=keep_metadata)
+            _make_squashfs(manifest, contentdir, workdir, tmp, mksquashfs_args, keep_metadata)
             shutil.rmtree(workdir)
             data_size = tmp.stat().st_size
             if fmt == "plain":
@@ -359,12 +402,14 @@ def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermed
                     raise BundleError(f"squashfs size ({data_size}) is not a multiple of 4096 bytes")
                 if data_size <= verity.BLOCK_SIZE:
                     raise BundleError(f"squashfs size ({data_size}) must be larger than 4096 bytes")
+                encrypt = None
                 if fmt == "crypt":
                     manifest.crypt_key = secrets.token_bytes(32)
                     logger.info("Encrypting bundle payload in aes-cbc-plain64 mode")
-                    crypt.encrypt_file(tmp, manifest.crypt_key, progress=progress)
+                    encrypt = crypt.encryptor(manifest.crypt_key)
                 salt = secrets.token_bytes(32)
-                root = verity.create_hash_tree(tmp, data_size, salt, progress=progress)
+                # one pass: each chunk is encrypted (crypt), written back and hashed
+                root = verity.create_hash_tree(tmp, data_size, salt, progress=progress, transform=encrypt)
                 manifest.verity_hash = root.hex()
                 manifest.verity_salt = salt.hex()
                 manifest.verity_size = tmp.stat().st_size - data_size
@@ -397,7 +442,14 @@ class Bundle:
     detached: bool
     verified: Verified | None
     encrypted: bool = False
+    content_key: bytes | None = dataclasses.field(default=None, repr=False)   # of the EnvelopedData
     source: RemoteSource | None = None     # a streamed bundle: where its bytes come from
+
+    def opened_envelope(self) -> envelope.Opened:
+        """The decrypted EnvelopedData (SignedData and content-encryption key), to re-encrypt."""
+        if self.content_key is None:
+            raise BundleError("content-encryption key of the encrypted bundle is unknown")
+        return envelope.Opened(self.sigdata, self.content_key)
 
     @property
     def format(self) -> str:
@@ -563,6 +615,7 @@ def _open_framed(
     kind = _parsed(signature.cms_type, cms)
     encrypted = False
     sigdata = cms
+    content_key: bytes | None = None
     if kind == "envelopedData":
         if key is None:
             raise BundleError("Encrypted bundle detected, but no decryption key given. "
@@ -571,7 +624,8 @@ def _open_framed(
         try:
             private_key = keys.load_private_key(key)
             recipient = keys.load_cert(cert) if cert else None
-            sigdata = envelope.decrypt(cms, private_key, recipient)
+            opened = envelope.open_envelope(cms, private_key, recipient)
+            sigdata, content_key = opened.content, opened.content_key
         except RaucError as e:
             raise e.prefixed("Failed to decrypt bundle: ") from e
         encrypted = True
@@ -617,7 +671,7 @@ def _open_framed(
         raise BundleError("Invalid bundle format: encrypted signature for non-crypt bundle")
     if allowed_formats is not None and manifest.bundle_format not in allowed_formats:
         raise BundleError(f"Bundle format '{manifest.bundle_format}' not allowed")
-    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted, source)
+    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted, content_key, source)
 
 
 def check_payload(bundle: Bundle, progress: Progress | None = None) -> None:
@@ -732,7 +786,7 @@ def resign_bundle(
                 assert content is not None
                 cms = _sign(content, (signer_cert, signer_key), inter_certs, signing_keyring)
             if inbundle.encrypted:
-                cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, cms)
+                cms = envelope.reencrypt(inbundle.cms, inbundle.opened_envelope(), cms)
             _append_signature(tmp, cms)
             if append and not inbundle.encrypted:
                 # never write a bundle pyrauc cannot read back: its framing, CMS and manifest
@@ -763,7 +817,7 @@ def replace_signature(
             _copy_range(inbundle.path, tmp, inbundle.size)
             cms = newsig
             if inbundle.encrypted and signature.cms_type(newsig) == "signedData":
-                cms = envelope.reencrypt(inbundle.cms, inbundle.sigdata, newsig)
+                cms = envelope.reencrypt(inbundle.cms, inbundle.opened_envelope(), newsig)
             _append_signature(tmp, cms)
             if keyring is not None:
                 logger.info("Keyring given, enabling signature verification")
@@ -795,10 +849,14 @@ def encrypt_bundle(
     recipients: Sequence[x509.Certificate],
     *,
     use_ski: bool = False,
+    ec_layout: envelope.EcLayout = envelope.EcLayout.SHARED_KEY,
     out: Log = _no_out,
     progress: Progress | None = None,
 ) -> None:
-    """Wrap the signed CMS of a verified crypt bundle in EnvelopedData for ``recipients``."""
+    """Wrap the signed CMS of a verified crypt bundle in EnvelopedData for ``recipients``.
+
+    ``ec_layout``: one ephemeral EC key per curve (default) or, as RAUC, one per recipient.
+    """
     outpath = Path(outpath)
     try:
         if inbundle.format != "crypt":
@@ -808,7 +866,8 @@ def encrypt_bundle(
         with _new_output(outpath) as tmp:
             _copy_range(inbundle.path, tmp, inbundle.size)
             try:
-                env = envelope.encrypt(inbundle.sigdata, recipients, use_ski=use_ski, progress=progress)
+                env = envelope.encrypt(inbundle.sigdata, recipients, use_ski=use_ski, ec_layout=ec_layout,
+                                       progress=progress)
             except EnvelopeError as e:
                 raise e.prefixed("Failed to encrypt bundle: ") from e
             _append_signature(tmp, env)

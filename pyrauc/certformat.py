@@ -17,6 +17,7 @@ from typing import Any
 
 from asn1crypto import x509 as ax509
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -241,6 +242,61 @@ def _ext_lines(ext: x509.Extension[Any]) -> list[str]:
     return _hex_block(raw, 16, 18) if raw else [pad + "<unsupported>"]
 
 
+def _public_key_lines(cert: x509.Certificate) -> list[str]:
+    try:
+        pub = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return ["            Unable to load Public Key"]    # what X509_print says of a key that does not decode
+    if isinstance(pub, rsa.RSAPublicKey):
+        nums = pub.public_numbers()
+        return ["            Public Key Algorithm: rsaEncryption",
+                f"                Public-Key: ({pub.key_size} bit)",
+                "                Modulus:",
+                *_hex_block(_int_bytes(nums.n), 20, 15),
+                f"                Exponent: {nums.e} (0x{nums.e:x})"]
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        point = pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        oid_name, nist = _CURVES.get(pub.curve.name, (pub.curve.name, ""))
+        return ["            Public Key Algorithm: id-ecPublicKey",
+                f"                Public-Key: ({pub.curve.key_size} bit)",
+                "                pub:",
+                *_hex_block(point, 20, 15),
+                f"                ASN1 OID: {oid_name}",
+                *([f"                NIST CURVE: {nist}"] if nist else [])]
+    return [f"            Public Key Algorithm: {type(pub).__name__}"]
+
+
+def _ext_header(name: str, critical: bool) -> str:
+    return f"            {name}: {'critical' if critical else ''}".rstrip(" ") + ("" if critical else " ")
+
+
+def _extensions_lines(cert: x509.Certificate) -> list[str]:
+    """The extensions; those cryptography refuses (duplicated, malformed) as OpenSSL shows a value it
+    cannot decode: the raw octets."""
+    try:
+        extensions = list(cert.extensions)
+    except (x509.DuplicateExtension, ValueError):
+        return _raw_extensions_lines(cert)
+    lines = ["        X509v3 extensions:"] if extensions else []
+    for ext in extensions:
+        lines.append(_ext_header(_EXT_NAMES.get(ext.oid.dotted_string, ext.oid.dotted_string), ext.critical))
+        lines += _ext_lines(ext)
+    return lines
+
+
+def _raw_extensions_lines(cert: x509.Certificate) -> list[str]:
+    try:
+        tbs = ax509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))["tbs_certificate"]
+        lines = ["        X509v3 extensions:"]
+        for ext in tbs["extensions"] or []:
+            oid = ext["extn_id"].dotted
+            lines.append(_ext_header(_EXT_NAMES.get(oid, oid), bool(ext["critical"].native)))
+            lines += _hex_block(bytes(ext["extn_value"].contents), 16, 18)
+        return lines
+    except (ValueError, TypeError, KeyError):
+        return ["        X509v3 extensions:", "            <unsupported>"]
+
+
 def dump_cert(cert: x509.Certificate) -> str:
     """Text like OpenSSL's X509_print() (``rauc info --dump-cert``); an approximation for rare
     extensions and key types."""
@@ -266,33 +322,8 @@ def dump_cert(cert: x509.Certificate) -> str:
     lines.append(f"            Not After : {format_time(cert.not_valid_after_utc)}")
     lines.append(f"        Subject: {_format_name_compat(cert.subject)}")
     lines.append("        Subject Public Key Info:")
-    pub = cert.public_key()
-    if isinstance(pub, rsa.RSAPublicKey):
-        nums = pub.public_numbers()
-        lines.append("            Public Key Algorithm: rsaEncryption")
-        lines.append(f"                Public-Key: ({pub.key_size} bit)")
-        lines.append("                Modulus:")
-        lines += _hex_block(_int_bytes(nums.n), 20, 15)
-        lines.append(f"                Exponent: {nums.e} (0x{nums.e:x})")
-    elif isinstance(pub, ec.EllipticCurvePublicKey):
-        point = pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-        lines.append("            Public Key Algorithm: id-ecPublicKey")
-        lines.append(f"                Public-Key: ({pub.curve.key_size} bit)")
-        lines.append("                pub:")
-        lines += _hex_block(point, 20, 15)
-        oid_name, nist = _CURVES.get(pub.curve.name, (pub.curve.name, ""))
-        lines.append(f"                ASN1 OID: {oid_name}")
-        if nist:
-            lines.append(f"                NIST CURVE: {nist}")
-    else:
-        lines.append(f"            Public Key Algorithm: {type(pub).__name__}")
-    if cert.extensions:
-        lines.append("        X509v3 extensions:")
-        for ext in cert.extensions:
-            name = _EXT_NAMES.get(ext.oid.dotted_string, ext.oid.dotted_string)
-            lines.append(f"            {name}: {'critical' if ext.critical else ''}".rstrip(" ")
-                         + ("" if ext.critical else " "))
-            lines += _ext_lines(ext)
+    lines += _public_key_lines(cert)
+    lines += _extensions_lines(cert)
     lines.append(f"    Signature Algorithm: {sig_name}")
     lines.append("    Signature Value:")
     lines += _hex_block(cert.signature, 8, 18)

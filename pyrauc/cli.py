@@ -22,9 +22,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from pyrauc import RAUC_COMPAT_VERSION, __version__, bundle, cli_install, cli_target, config, goption, keys
-from pyrauc.access import BundleAccess, is_url, refuse_remote
+from pyrauc import RAUC_COMPAT_VERSION, __version__, cli_install, cli_target, config, goption
 from pyrauc.cli_common import (
     DECRYPT_KEY,
     KEYRING,
@@ -42,8 +42,14 @@ from pyrauc.errors import RaucError
 from pyrauc.goption import Group, Option
 from pyrauc.logformat import setup_logging
 from pyrauc.progress import TerminalProgress
-from pyrauc.signature import Keyring
-from pyrauc.stream import redact
+
+if TYPE_CHECKING:
+    from pyrauc.access import BundleAccess
+    from pyrauc.signature import Keyring
+
+# The bundle, crypto and target modules are imported by the commands that use them, so that
+# --help, --version and usage errors start as fast as the interpreter (cryptography alone takes
+# longer than the interpreter to load).
 
 log = logging.getLogger("pyrauc")
 
@@ -90,12 +96,16 @@ def _progress(label: str) -> TerminalProgress | None:
 
 def _signing_keyring(args: argparse.Namespace) -> Keyring | None:
     """--signing-keyring, else --keyring or system.conf's keyring (RAUC verifies what it signed)."""
+    from pyrauc.signature import Keyring
+
     if args.signing_keyring:
         return Keyring().with_path(args.signing_keyring)
     return bundle_access(args, host_config(args), decrypt=False).keyring
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
+    from pyrauc import bundle
+
     indir_arg, out_arg = positionals(args, "An input directory name must be provided",
                                      "An output bundle name must be provided")
     if not args.cert or not args.key:
@@ -112,9 +122,11 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from pyrauc import info
-
     (source,) = positionals(args, "A file name must be provided")
+    from pyrauc import info
+    from pyrauc.access import is_url
+    from pyrauc.stream import redact
+
     if args.output_format is None:
         args.output_format = "readable"
     if args.output_format not in info.OUTPUT_FORMATS:
@@ -136,6 +148,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _existing(source: str) -> str:
     """The local bundle path of ``source`` (relative paths made absolute), which must exist; a URL is
     refused as RAUC refuses it for commands that check or copy the whole payload."""
+    from pyrauc.access import refuse_remote
+
     refuse_remote(source)
     path = os.path.abspath(local_path(source))
     if not os.path.exists(path):
@@ -144,6 +158,8 @@ def _existing(source: str) -> str:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from pyrauc import bundle
+
     source, outdir = positionals(args, "An input bundle must be provided", "An output directory must be provided")
     if Path(outdir).exists():
         raise RaucError(f"Failed to extract bundle: output directory '{outdir}' exists already")
@@ -153,6 +169,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_extract_signature(args: argparse.Namespace) -> int:
+    from pyrauc import bundle
+    from pyrauc.access import is_url
+
     source, outsig = positionals(args, "An input bundle must be provided",
                                  "An output signature file must be provided")
     access = bundle_access(args, host_config(args))
@@ -169,6 +188,8 @@ def _input_access(args: argparse.Namespace) -> BundleAccess:
 
 
 def cmd_resign(args: argparse.Namespace) -> int:
+    from pyrauc import bundle
+
     source, outbundle = positionals(args, "An input bundle must be provided", "An output bundle must be provided")
     if not args.cert or not args.key:
         raise UsageError("Cert and key files must be provided")
@@ -179,6 +200,9 @@ def cmd_resign(args: argparse.Namespace) -> int:
 
 
 def cmd_replace_signature(args: argparse.Namespace) -> int:
+    from pyrauc import bundle
+    from pyrauc.signature import Keyring
+
     source, sig, outbundle = positionals(args, "An input bundle must be provided",
                                          "An input signature file must be provided",
                                          "An output bundle must be provided", excess_at=2)
@@ -190,9 +214,15 @@ def cmd_replace_signature(args: argparse.Namespace) -> int:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
+    from pyrauc import bundle, envelope, keys
+
     if not args.to:
         raise UsageError("One or multiple recipient certificates must be provided (via --to)")
     source, outbundle = positionals(args, "An input bundle must be provided", "An output bundle name must be provided")
+    layouts = {layout.value: layout for layout in envelope.EcLayout}
+    ec_layout = layouts.get(args.ec_layout or envelope.EcLayout.SHARED_KEY.value)
+    if ec_layout is None:
+        raise UsageError(f"Unknown EC layout '{args.ec_layout}' (use {' or '.join(layouts)})")
     access = bundle_access(args, host_config(args), decrypt=False)
     try:
         b = access.open(_existing(source))
@@ -208,7 +238,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
             message = str(e)
             raise RaucError("Failed to create bundle: Failed to encrypt bundle: " + message[:1].upper()
                             + message[1:]) from e
-    bundle.encrypt_bundle(b, outbundle, recipients, use_ski=args.recipient_key_id, out=out,
+    bundle.encrypt_bundle(b, outbundle, recipients, use_ski=args.recipient_key_id, ec_layout=ec_layout, out=out,
                           progress=_progress("Encrypting"))
     out(f"Encrypted bundle written to {outbundle}")
     return 0
@@ -240,7 +270,9 @@ HOST_COMMANDS: tuple[Command, ...] = (
              CERT, KEY, KEYRING, INTERMEDIATE), "Convert options"),
     Command("encrypt", "<INBUNDLE> <OUTBUNDLE>", "Encrypt a crypt bundle", "Encrypt a crypt bundle", cmd_encrypt,
             (Option("to", "recipient cert(s)", "PEMFILE", repeat=True), KEYRING,
-             Option("recipient-key-id", "identify recipients by subject key identifier")), "Encryption options"),
+             Option("recipient-key-id", "identify recipients by subject key identifier"),
+             Option("ec-layout", "shared-key (one ephemeral EC key per curve, default) or per-recipient (RAUC's)",
+                    "LAYOUT")), "Encryption options"),
     Command("replace-signature", "<INBUMDLE> <INPUTSIG> <OUTBUNDLE>",
             "Replaces the signature of an already signed bundle",
             "Replaces the signature of an already signed bundle", cmd_replace_signature,

@@ -13,23 +13,25 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyrauc import mark, report
 from pyrauc.cli_common import Command, err, positionals, system_config
-from pyrauc.config import SystemConfig
-from pyrauc.context import Context, create_context
 from pyrauc.errors import RaucError
 from pyrauc.goption import Option
-from pyrauc.report import SlotReport, SystemReport
-from pyrauc.slots import build_slots
-from pyrauc.status import SlotStatus
+
+if TYPE_CHECKING:   # the commands import them when they run: --help and usage errors need none
+    from pyrauc.config import SystemConfig
+    from pyrauc.context import Context
+    from pyrauc.report import SlotReport, SystemReport
+    from pyrauc.status import SlotStatus
 
 MARKS = ("mark-good", "mark-bad", "mark-active")
 FORMATS = ("readable", "shell", "json", "json-pretty")
 
 
 def _context(args: argparse.Namespace, config: SystemConfig) -> Context:
+    from pyrauc.context import create_context
+
     try:
         return create_context(config, override_boot_slot=getattr(args, "override_boot_slot", None),
                               mountprefix=getattr(args, "mount", None))
@@ -39,6 +41,18 @@ def _context(args: argparse.Namespace, config: SystemConfig) -> Context:
 
 # --------------------------------------------------------------------------------------------
 # status output
+
+def _mark_run(ctx: Context, state: str, identifier: str) -> str:
+    from pyrauc.mark import mark_run
+
+    return mark_run(ctx, state, identifier)
+
+
+def _report(ctx: Context, detailed: bool) -> SystemReport:
+    from pyrauc.report import from_context
+
+    return from_context(ctx, detailed=detailed, warn=err)
+
 
 def _status_fields(st: SlotStatus) -> list[tuple[str, str, list[tuple[str, Any]]]]:
     return [
@@ -191,13 +205,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     ctx = _context(args, config)
     if positional:
         try:
-            message = mark.mark_run(ctx, positional[0], positional[1] if len(positional) > 1 else "booted")
+            message = _mark_run(ctx, positional[0], positional[1] if len(positional) > 1 else "booted")
         except RaucError as e:
             err(f"rauc mark: {e}")
             return 1
         print(f"rauc status: {message}", flush=True)
         return 0
-    s = report.from_context(ctx, detailed=args.detailed, warn=err)
+    s = _report(ctx, args.detailed)
     sys.stdout.write(format_status(s, args.output_format, args.detailed))
     sys.stdout.flush()
     return 0
@@ -245,6 +259,8 @@ def cmd_write_slot(args: argparse.Namespace) -> int:
 
     config = system_config(args)
     slotname, image = positionals(args, "A target slot name must be provided", "An image must be provided")
+    from pyrauc.slots import build_slots
+
     slots = build_slots(config)
     slot = slots.get(slotname)
     if slot is None:

@@ -61,7 +61,7 @@ def _iv(sector: int) -> bytes:
     return (sector * 8).to_bytes(AES_BLOCK, "little")  # le64(sector*8) || 0^8
 
 
-def _encrypt_into(aes: algorithms.AES, src: bytearray, dst: bytearray, first_sector: int) -> None:
+def _encrypt_into(aes: algorithms.AES, src: bytearray | memoryview, dst: bytearray, first_sector: int) -> None:
     """Encrypt whole sectors of ``src`` (modified: first blocks are pre-whitened) into ``dst``.
 
     ``dst`` must be at least ``len(src) + 15`` bytes (cryptography's ``update_into`` contract).
@@ -142,6 +142,22 @@ def _chunks(size: int) -> list[tuple[int, int]]:
     return [(off, min(step, size - off)) for off in range(0, size, step)]
 
 
+def encryptor(key: bytes) -> Callable[[memoryview, int], memoryview]:
+    """A chunk transform for :func:`pyrauc.verity.create_hash_tree`: whole sectors at a file offset
+    (a multiple of 4096) in, their ciphertext out (the input buffer is modified; thread-safe)."""
+    aes = _check_key(key)
+    bufs = _Buffers()
+
+    def encrypt(chunk: memoryview, offset: int) -> memoryview:
+        _check_size(len(chunk))
+        if len(bufs.dst) < len(chunk) + AES_BLOCK:
+            bufs.dst = bytearray(len(chunk) + AES_BLOCK)
+        _encrypt_into(aes, chunk, bufs.dst, offset // SECTOR_SIZE)
+        return memoryview(bufs.dst)[:len(chunk)]
+
+    return encrypt
+
+
 def encrypt_file(path: str | os.PathLike[str], key: bytes, progress: Progress | None = None) -> None:
     """Encrypt the whole file in place; its size must be a multiple of 4096."""
     aes = _check_key(key)
@@ -163,7 +179,8 @@ def encrypt_file(path: str | os.PathLike[str], key: bytes, progress: Progress | 
             return length
 
         done = 0
-        for length in ordered_map(task, _chunks(size), _workers()):
+        chunks = _chunks(size)
+        for length in ordered_map(task, chunks, _workers() if len(chunks) > 2 else 1):
             done += length
             if progress is not None:
                 progress(done, size)
@@ -203,7 +220,7 @@ def decrypt_file(
             name = os.fsdecode(e.filename) if e.filename is not None else "file object"
             raise CryptError(f"failed to open '{name}': {e.strerror or e}") from e
 
-        workers = _workers()
+        workers = _workers() if size > 2 * CHUNK_SECTORS * SECTOR_SIZE else 1   # no threads for small payloads
         # reusable (ciphertext, plaintext) buffer pairs: at most 2*workers tasks are in flight and
         # one result is being written, so the pool never runs dry
         pool: queue.SimpleQueue[tuple[bytearray, bytearray]] = queue.SimpleQueue()

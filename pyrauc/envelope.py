@@ -8,8 +8,9 @@ The output is what OpenSSL's ``CMS_encrypt(certs, content, EVP_aes_256_cbc(), CM
   KeyTransRecipientInfo, else 2 (RFC 5652 6.1, as OpenSSL sets it); no originatorInfo.
 * encryptedContentInfo: id-data, aes256-CBC with a 16-byte IV parameter, PKCS#7 padding.
 * RSA recipient: KeyTransRecipientInfo, rsaEncryption (NULL parameters), PKCS#1 v1.5.
-* EC recipient: one KeyAgreeRecipientInfo version 3 each, ephemeral-static ECDH with a fresh
-  originator key (id-ecPublicKey, parameters absent, uncompressed point), no ukm,
+* EC recipient: one KeyAgreeRecipientInfo version 3 each, ephemeral-static ECDH with an originator
+  key (id-ecPublicKey, parameters absent, uncompressed point; one per curve shared by its
+  recipients, or as OpenSSL a fresh one per recipient: :class:`EcLayout`), no ukm,
   dhSinglePass-stdDH-sha1kdf-scheme with id-aes256-wrap; KEK = ANSI X9.63 KDF (SHA-1) over the
   shared secret with the DER ECC-CMS-SharedInfo of RFC 5753 as SharedInfo.
 * Recipients are identified by issuerAndSerialNumber, or (``use_ski``) by subjectKeyIdentifier.
@@ -17,23 +18,21 @@ The output is what OpenSSL's ``CMS_encrypt(certs, content, EVP_aes_256_cbc(), CM
 
 The per-recipient structures are written by a small DER encoder here (much faster than building
 asn1crypto objects for thousands of recipients); parsing uses asn1crypto.  Large recipient lists
-are processed by a process pool, because cryptography holds the GIL for EC key generation.
+are processed by a process pool, because cryptography holds the GIL for the EC work.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, NamedTuple, cast
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 from asn1crypto import cms as acms
 from asn1crypto import core as acore
-from asn1crypto import x509 as ax509
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, padding, serialization
@@ -49,7 +48,7 @@ from pyrauc.keys import PrivateKey
 
 Progress = Callable[[int, int], None]
 
-__all__ = ["decrypt", "encrypt", "format_recipients", "reencrypt"]
+__all__ = ["EcLayout", "Opened", "decrypt", "encrypt", "format_recipients", "open_envelope", "reencrypt"]
 
 # --- OIDs --------------------------------------------------------------------------------------
 
@@ -126,6 +125,26 @@ _VERSION = {0: _int(0), 2: _int(2), 3: _int(3)}
 
 # --- encryption --------------------------------------------------------------------------------
 
+class EcLayout(enum.Enum):
+    """How the KeyAgreeRecipientInfos (karis) of EC recipients are made; one kari per recipient in both.
+
+    ``SHARED_KEY`` (pyrauc's default) uses one ephemeral key per curve as the originator key of all
+    karis of that curve. Each recipient's key-encryption key still comes from ECDH with its own
+    static key, exactly as for several RecipientEncryptedKeys in one kari (RFC 5652 6.2.2), so
+    this saves the key generation (about a quarter of the elliptic-curve work of ``encrypt``), and
+    a decryption without the recipient's certificate needs one ECDH per curve instead of one per
+    recipient. rauc 1.8, ``openssl cms -decrypt`` and pyrauc decrypt it for every recipient, with
+    or without the recipient's certificate; ``--dump-recipients`` lists every recipient; the size
+    is RAUC's. ``PER_RECIPIENT`` is RAUC's (OpenSSL's ``CMS_encrypt``): a fresh ephemeral key per kari.
+
+    Not made: several RecipientEncryptedKeys in ONE kari (a smaller envelope). OpenSSL without the
+    recipient's certificate, as rauc 1.8 decrypts by default, tries only the first one of each kari.
+    """
+
+    SHARED_KEY = "shared-key"
+    PER_RECIPIENT = "per-recipient"
+
+
 class _Recipient(NamedTuple):
     """A recipient certificate reduced to what the (process pool) workers need; picklable."""
 
@@ -136,6 +155,7 @@ class _Recipient(NamedTuple):
     @property
     def by_issuer_and_serial(self) -> bool:
         return self.rid[0] == _SEQ
+
 
 _POOL_THRESHOLD = 1500      # below this a process pool costs more than it saves
 _CHUNK = 250
@@ -158,9 +178,18 @@ def _cert_subject(cert: x509.Certificate) -> str:
 
 
 def _issuer_and_serial(cert: x509.Certificate) -> bytes:
-    """DER IssuerAndSerialNumber taken verbatim from the certificate's TBS."""
-    tbs = ax509.TbsCertificate.load(cert.tbs_certificate_bytes)
-    return _tlv(_SEQ, tbs["issuer"].dump() + tbs["serial_number"].dump())
+    """DER IssuerAndSerialNumber taken verbatim from the certificate's TBS.
+
+    TBSCertificate is ``SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer, ... }``;
+    its first elements are sliced out of the DER (cryptography checked it when loading the
+    certificate), which is much cheaper than decoding the TBS for thousands of recipients.
+    """
+    tbs = _der_elements(_der_contents(cert.tbs_certificate_bytes))
+    if tbs is None or len(tbs) < 4:    # pragma: no cover - cryptography parsed this TBS already
+        raise EnvelopeError(f"Failed to encrypt: cannot parse the certificate of '{_cert_subject(cert)}'")
+    first = 1 if tbs[0][0] == 0xA0 else 0
+    serial, issuer = tbs[first], tbs[first + 2]
+    return _tlv(_SEQ, issuer + serial)
 
 
 def _prepare(cert: x509.Certificate, use_ski: bool) -> _Recipient:
@@ -180,25 +209,51 @@ def _prepare(cert: x509.Certificate, use_ski: bool) -> _Recipient:
                         "(RSA or EC needed)")
 
 
-def _recipient_info(recipient: _Recipient, cek: bytes) -> bytes:
-    """DER RecipientInfo (ktri or kari) that gives ``cek`` to one prepared recipient."""
-    rid = recipient.rid
-    if recipient.kind == "rsa":
-        pub = serialization.load_der_public_key(recipient.key)
-        assert isinstance(pub, rsa.RSAPublicKey)
-        encrypted = pub.encrypt(cek, PKCS1v15())
-        version = _VERSION[0] if recipient.by_issuer_and_serial else _VERSION[2]
-        return _tlv(_SEQ, version + rid + _ALG_RSA + _tlv(_OCTET, encrypted))
-    curve = _CURVES[recipient.kind[3:]]()
-    peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, recipient.key)
-    ephemeral = ec.generate_private_key(curve)
-    shared = ephemeral.exchange(ec.ECDH(), peer)
-    kek = X963KDF(hashes.SHA1(), 32, _SHARED_INFO_AES256).derive(shared)
+def _ktri(recipient: _Recipient, cek: bytes) -> bytes:
+    """DER KeyTransRecipientInfo (as a RecipientInfo) of an RSA recipient."""
+    pub = serialization.load_der_public_key(recipient.key)
+    assert isinstance(pub, rsa.RSAPublicKey)
+    encrypted = pub.encrypt(cek, PKCS1v15())
+    version = _VERSION[0] if recipient.by_issuer_and_serial else _VERSION[2]
+    return _tlv(_SEQ, version + recipient.rid + _ALG_RSA + _tlv(_OCTET, encrypted))
+
+
+def _originator(ephemeral: ec.EllipticCurvePrivateKey) -> bytes:
+    """DER ``[0] originator``: the ephemeral public key (id-ecPublicKey, parameters absent)."""
     point = ephemeral.public_key().public_bytes(serialization.Encoding.X962,
                                                 serialization.PublicFormat.UncompressedPoint)
-    originator = _tlv(0xA0, _tlv(0xA1, _ALG_EC_NO_PARAMS + _tlv(_BITSTR, b"\x00" + point)))
-    rek = _tlv(_SEQ, rid + _tlv(_OCTET, aes_key_wrap(kek, cek)))
+    return _tlv(0xA0, _tlv(0xA1, _ALG_EC_NO_PARAMS + _tlv(_BITSTR, b"\x00" + point)))
+
+
+def _kari(recipient: _Recipient, curve: ec.EllipticCurve, ephemeral: ec.EllipticCurvePrivateKey,
+          originator: bytes, cek: bytes) -> bytes:
+    """DER KeyAgreeRecipientInfo (as RecipientInfo [1]): ``cek`` wrapped with the KEK of
+    ECDH(ephemeral, recipient); ``originator`` is :func:`_originator` of ``ephemeral``."""
+    peer = ec.EllipticCurvePublicKey.from_encoded_point(curve, recipient.key)
+    shared = ephemeral.exchange(ec.ECDH(), peer)
+    kek = X963KDF(hashes.SHA1(), 32, _SHARED_INFO_AES256).derive(shared)
+    rek = _tlv(_SEQ, recipient.rid + _tlv(_OCTET, aes_key_wrap(kek, cek)))
     return _tlv(0xA1, _VERSION[3] + originator + _ALG_KARI + _tlv(_SEQ, rek))
+
+
+def _recipient_infos(recipients: list[_Recipient], cek: bytes, shared: dict[str, int]) -> list[bytes]:
+    """The DER RecipientInfo of each recipient; ``shared`` maps a curve name to the private value of
+    the ephemeral key all its recipients share (:attr:`EcLayout.SHARED_KEY`), else one per recipient."""
+    keys = {name: ec.derive_private_key(value, _CURVES[name]()) for name, value in shared.items()}
+    originators = {name: _originator(key) for name, key in keys.items()}
+    out = []
+    for r in recipients:
+        if r.kind == "rsa":
+            out.append(_ktri(r, cek))
+            continue
+        name = r.kind[3:]
+        curve = _CURVES[name]()
+        if name in keys:
+            out.append(_kari(r, curve, keys[name], originators[name], cek))
+        else:
+            ephemeral = ec.generate_private_key(curve)
+            out.append(_kari(r, curve, ephemeral, _originator(ephemeral), cek))
+    return out
 
 
 def _usable_cpus() -> int:
@@ -208,46 +263,57 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _recipient_chunk(recipients: list[_Recipient], cek: bytes) -> list[bytes]:
-    return [_recipient_info(r, cek) for r in recipients]
-
-
 def _chunks(items: Sequence[_Recipient], size: int) -> Iterable[list[_Recipient]]:
     for i in range(0, len(items), size):
         yield list(items[i:i + size])
 
 
+def _compute(preps: list[_Recipient], cek: bytes, shared: dict[str, int], ncpu: int,
+             progress: Progress | None) -> list[bytes]:
+    """:func:`_recipient_infos` of every recipient, in order; a process pool for large lists
+    (cryptography holds the GIL for EC work), this process for small ones."""
+    total = len(preps)
+    results: list[bytes] = []
+    if progress:
+        progress(0, total)
+    if ncpu > 1 and total >= _POOL_THRESHOLD:
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+        try:
+            with ProcessPoolExecutor(max_workers=ncpu) as pool:
+                futures = [pool.submit(_recipient_infos, chunk, cek, shared) for chunk in _chunks(preps, _CHUNK)]
+                for fut in futures:
+                    results.extend(fut.result())
+                    if progress:
+                        progress(len(results), total)
+        except (OSError, BrokenProcessPool):
+            pass     # no usable process pool here (e.g. no /dev/shm): continue in this process
+    for chunk in _chunks(preps[len(results):], _CHUNK):
+        results.extend(_recipient_infos(chunk, cek, shared))
+        if progress:
+            progress(len(results), total)
+    return results
+
+
 def encrypt(content: bytes, recipients: Sequence[x509.Certificate], *, use_ski: bool = False,
-            progress: Progress | None = None, workers: int | None = None) -> bytes:
+            ec_layout: EcLayout = EcLayout.SHARED_KEY, progress: Progress | None = None,
+            workers: int | None = None) -> bytes:
     """Encrypt ``content`` for ``recipients``; return DER ContentInfo(envelopedData).
 
+    ``ec_layout`` chooses how the karis of EC recipients are made (:class:`EcLayout`).
     ``workers`` limits the process pool used for large recipient lists (default: all CPUs;
     1 = no pool).  ``progress(done, total)`` is called as recipients are processed.
     """
     if not recipients:
         raise EnvelopeError("Failed to encrypt: no recipient certificates given")
-    total = len(recipients)
     preps = [_prepare(cert, use_ski) for cert in recipients]
     cek = os.urandom(32)
     iv = os.urandom(16)
-    ncpu = workers if workers is not None else _usable_cpus()
-    infos: list[bytes] = []
-    if progress:
-        progress(0, total)
-    if ncpu > 1 and total >= _POOL_THRESHOLD:
-        try:
-            with ProcessPoolExecutor(max_workers=ncpu) as pool:
-                futures = [pool.submit(_recipient_chunk, chunk, cek) for chunk in _chunks(preps, _CHUNK)]
-                for fut in futures:
-                    infos.extend(fut.result())
-                    if progress:
-                        progress(len(infos), total)
-        except (OSError, BrokenProcessPool):
-            pass     # no usable process pool here (e.g. no /dev/shm): continue in this process
-    for chunk in _chunks(preps[len(infos):], _CHUNK):
-        infos.extend(_recipient_chunk(chunk, cek))
-        if progress:
-            progress(len(infos), total)
+    shared: dict[str, int] = {}
+    if ec_layout is EcLayout.SHARED_KEY:
+        for name in {p.kind[3:] for p in preps if p.kind != "rsa"}:
+            shared[name] = ec.generate_private_key(_CURVES[name]()).private_numbers().private_value
+    infos = _compute(preps, cek, shared, workers if workers is not None else _usable_cpus(), progress)
     all_v0_ktri = all(p.kind == "rsa" and p.by_issuer_and_serial for p in preps)
     version = _VERSION[0] if all_v0_ktri else _VERSION[2]
     eci = _encrypted_content_info(content, cek, iv, OID_AES256_CBC)
@@ -287,6 +353,22 @@ def _parse_enveloped(der: bytes) -> acms.EnvelopedData:
         raise EnvelopeError("Failed to parse CMS") from None
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _malformed_is_parse_error(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """asn1crypto parses lazily: a malformed field found only when it is used is "Failed to parse
+    CMS", as OpenSSL's d2i_CMS reports it before anything else."""
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+            raise EnvelopeError("Failed to parse CMS") from None
+    return wrapper
+
+
 def _fail(reason: str) -> EnvelopeError:
     return EnvelopeError(f"Failed to decrypt CMS EnvelopedData: {reason}")
 
@@ -303,11 +385,13 @@ def _spki_key_id(pub: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
 class _Candidate:
     """One way the key might open the envelope: a ktri, or one recipientEncryptedKey of a kari."""
 
-    __slots__ = ("kari", "keyid", "rek", "ri")
+    __slots__ = ("agreements", "kari", "keyid", "rek", "ri")
 
-    def __init__(self, ri: Any, rek: Any = None) -> None:
+    def __init__(self, ri: Any, rek: Any = None, agreements: dict[bytes, bytes | None] | None = None) -> None:
         self.ri = ri
         self.rek = rek
+        # key-encryption keys by key agreement (originator, ukm, algorithm), shared by all candidates
+        self.agreements = agreements if agreements is not None else {}
         rid = rek["rid"] if rek is not None else ri["rid"]
         chosen = rid.chosen
         if rid.name in ("subject_key_identifier",):
@@ -323,6 +407,13 @@ class _Candidate:
         if rid.name == "issuer_and_serial_number":
             return bytes(rid.chosen.dump())
         return b""
+
+
+def _der_contents(element: bytes) -> bytes:
+    """The contents octets of one definite-length DER element (its header stripped)."""
+    first = element[1]
+    skip = 2 if first < 0x80 else 2 + (first & 0x7F)
+    return element[skip:]
 
 
 def _der_elements(data: bytes) -> list[bytes] | None:
@@ -365,17 +456,28 @@ def _candidates(enveloped: acms.EnvelopedData, want_kari: bool,
         else:
             infos = [acms.RecipientInfo.load(e) for e in elements if any(nd in e for nd in needles)]
         result = []
+        agreements: dict[bytes, bytes | None] = {}
         for info in infos:
             if info.name == "ktri" and not want_kari:
                 result.append(_Candidate(info.chosen))
             elif info.name == "kari" and want_kari:
-                for rek in info.chosen["recipient_encrypted_keys"]:
-                    result.append(_Candidate(info.chosen, rek))
+                for rek in _encrypted_keys(info.chosen, needles):
+                    result.append(_Candidate(info.chosen, rek, agreements))
         return result
     except EnvelopeError:
         raise
     except Exception:
         raise EnvelopeError("Failed to parse CMS") from None
+
+
+def _encrypted_keys(kari: Any, needles: Sequence[bytes]) -> list[Any]:
+    """The RecipientEncryptedKeys of a kari; with ``needles`` only those containing one of them
+    (a kari of the per-curve layout holds thousands)."""
+    reks = kari["recipient_encrypted_keys"]
+    elements = _der_elements(reks.contents) if needles else None
+    if elements is None:
+        return list(reks)
+    return [acms.RecipientEncryptedKey.load(e) for e in elements if any(nd in e for nd in needles)]
 
 
 def _unwrap_rsa(key: rsa.RSAPrivateKey, cand: _Candidate) -> bytes | None:
@@ -388,7 +490,23 @@ def _unwrap_rsa(key: rsa.RSAPrivateKey, cand: _Candidate) -> bytes | None:
 
 
 def _unwrap_ec(key: ec.EllipticCurvePrivateKey, curve: ec.EllipticCurve, cand: _Candidate) -> bytes | None:
+    # one ECDH per originator key: a kari may hold many recipients, and karis may share their
+    # originator key (EcLayout.SHARED_KEY)
     kari = cand.ri
+    agreement = kari["originator"].dump() + kari["ukm"].dump() + kari["key_encryption_algorithm"].dump()
+    if agreement not in cand.agreements:
+        cand.agreements[agreement] = _kari_kek(key, curve, kari)
+    kek = cand.agreements[agreement]
+    if kek is None:
+        return None
+    try:
+        return aes_key_unwrap(kek, bytes(cand.rek["encrypted_key"].native))
+    except (InvalidUnwrap, ValueError):
+        return None
+
+
+def _kari_kek(key: ec.EllipticCurvePrivateKey, curve: ec.EllipticCurve, kari: Any) -> bytes | None:
+    """The key-encryption key ``key`` agrees on with the originator of ``kari`` (None: not ours)."""
     originator = kari["originator"]
     if originator.name != "originator_key":
         return None
@@ -411,11 +529,7 @@ def _unwrap_ec(key: ec.EllipticCurvePrivateKey, curve: ec.EllipticCurve, cand: _
     entity = _tlv(0xA0, _tlv(_OCTET, bytes(ukm.native))) if ukm.native is not None else b""
     shared_info = _tlv(_SEQ, wrap_alg.dump() + entity
                        + _tlv(0xA2, _tlv(_OCTET, (kek_len * 8).to_bytes(4, "big"))))
-    kek = X963KDF(hash_factory(), kek_len, shared_info).derive(shared)
-    try:
-        return aes_key_unwrap(kek, bytes(cand.rek["encrypted_key"].native))
-    except (InvalidUnwrap, ValueError):
-        return None
+    return X963KDF(hash_factory(), kek_len, shared_info).derive(shared)
 
 
 def _decrypt_content(enveloped: acms.EnvelopedData, cek: bytes) -> bytes | None:
@@ -445,7 +559,21 @@ def _looks_like_der(data: bytes) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Opened:
+    """The content of a decrypted EnvelopedData and its content-encryption key (never printed)."""
+
+    content: bytes
+    content_key: bytes = field(repr=False)
+
+
 def decrypt(der: bytes, key: PrivateKey, cert: x509.Certificate | None = None) -> bytes:
+    """Decrypt DER ContentInfo(envelopedData) with ``key``; the content (see :func:`open_envelope`)."""
+    return open_envelope(der, key, cert).content
+
+
+@_malformed_is_parse_error
+def open_envelope(der: bytes, key: PrivateKey, cert: x509.Certificate | None = None) -> Opened:
     """Decrypt DER ContentInfo(envelopedData) with ``key`` (a file or PKCS#11 token key).
 
     With ``cert`` only the recipient matching its issuer+serial (or subjectKeyIdentifier) is tried.
@@ -486,7 +614,7 @@ def decrypt(der: bytes, key: PrivateKey, cert: x509.Certificate | None = None) -
         cands = [c for c in cands if c.keyid == own] + [c for c in cands if c.keyid != own]
     if not cands:
         raise _fail("no matching recipient found")
-    fallback: tuple[bytes, bytes] | None = None
+    fallback: Opened | None = None
     for cand in cands:
         cek = unwrap(cand)
         if cek is None:
@@ -495,43 +623,24 @@ def decrypt(der: bytes, key: PrivateKey, cert: x509.Certificate | None = None) -
         if plain is None:
             continue
         if is_ec or _looks_like_der(plain):
-            _remember_cek(der, cek)
-            return plain     # EC: the AES key wrap integrity check already proved the key
+            return Opened(plain, cek)     # EC: the AES key wrap integrity check already proved the key
         if fallback is None:
-            fallback = (plain, cek)
+            fallback = Opened(plain, cek)
     if fallback is not None:
-        _remember_cek(der, fallback[1])
-        return fallback[0]
+        return fallback
     raise _fail("decrypt error")
 
 
-# Content-encryption keys of envelopes decrypted in this process (bounded), for reencrypt().
-_CEK_CACHE: OrderedDict[bytes, bytes] = OrderedDict()
-_CEK_CACHE_SIZE = 8
+def reencrypt(der: bytes, opened: Opened, new_content: bytes) -> bytes:
+    """Replace the content of an EnvelopedData, keeping its recipients.
 
-
-def _remember_cek(der: bytes, cek: bytes) -> None:
-    digest = hashlib.sha256(der).digest()
-    _CEK_CACHE[digest] = cek
-    _CEK_CACHE.move_to_end(digest)
-    while len(_CEK_CACHE) > _CEK_CACHE_SIZE:
-        _CEK_CACHE.popitem(last=False)
-
-
-def reencrypt(der: bytes, content: bytes, new_content: bytes) -> bytes:
-    """Replace the content of an EnvelopedData this process decrypted, keeping its recipients.
-
-    ``der`` must have been opened by :func:`decrypt` before (its content-encryption key is kept
-    in memory for this); ``content`` is what that returned and is checked against it.  The
-    recipientInfos are copied verbatim, so every recipient of ``der`` can decrypt the result;
-    ``new_content`` is encrypted with the same key under a fresh IV.
+    ``opened`` is what :func:`open_envelope` returned for ``der``; its key must open ``der`` to its
+    content (checked).  The recipientInfos are copied verbatim, so every recipient of ``der`` can
+    decrypt the result; ``new_content`` is encrypted with the same key under a fresh IV.
     """
     enveloped = _parse_enveloped(der)
-    cek = _CEK_CACHE.get(hashlib.sha256(der).digest())
-    if cek is None:
-        raise EnvelopeError("Failed to encrypt: content-encryption key of the input envelope is unknown "
-                            "(it was not decrypted before)")
-    if _decrypt_content(enveloped, cek) != content:
+    cek = opened.content_key
+    if _decrypt_content(enveloped, cek) != opened.content:
         raise EnvelopeError("Failed to encrypt: the input envelope does not hold the given content")
     iv = os.urandom(16)
     version = enveloped["version"].dump()
@@ -562,6 +671,7 @@ def _format_rid(index: int, rid: Any, algorithm: str) -> str:
     return f"{index:3d}   <keyid>"    # sic: RAUC prints no newline after a key identifier
 
 
+@_malformed_is_parse_error
 def format_recipients(der: bytes) -> str:
     """RAUC's ``rauc info --dump-recipients`` text for an EnvelopedData.
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyrauc import envelope, signature
-from pyrauc.bundle import Bundle, format_size_long
 from pyrauc.manifest import Manifest
+
+if TYPE_CHECKING:    # the CLI checks --output-format against this module before it opens a bundle
+    from pyrauc.bundle import Bundle
 
 BOLD = "\033[1m"
 YELLOW = "\033[33m"
@@ -38,6 +39,9 @@ def format_readable(bundle: Bundle, *, color: bool = True, dump_cert: bool = Fal
     ``dump_cert`` and ``dump_recipients`` add the signer certificate and the recipient list
     between the images and the certificate chain, where RAUC prints them.
     """
+    from pyrauc import envelope, signature
+    from pyrauc.bundle import format_size_long
+
     mf = bundle.manifest
 
     def hl(text: str, col: str) -> str:

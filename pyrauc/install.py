@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyrauc import eventlog, handlers, hooks, mark, mount, semver, shellwords, status
+from pyrauc import eventlog, handlers, hooks, mark, mount, semver, shellwords, status, testpoints
 from pyrauc.access import BundleAccess, is_url
 from pyrauc.bundle import Bundle, check_payload
 from pyrauc.config import SystemConfig
@@ -51,7 +51,13 @@ logger = logging.getLogger(__name__)
 
 
 class Steps:
-    """RAUC's nested progress steps: ``"%3d%% <name>"``, ``"<name> done."`` / ``"<name> failed."``."""
+    """RAUC's nested progress steps: ``"%3d%% <name>"``, ``"<name> done."`` / ``"<name> failed."``.
+
+    Percentages are current RAUC's (>= 1.10): "Installing" is 10 units (slot states, bundle,
+    manifest and target group 1 each, "Updating slots" 6), each image 1 part to check and 9 to
+    copy of ``10 x images`` parts of "Updating slots"; the copy reports in between; only the
+    root step reaches 100 (the others stop at 99, as since RAUC 1.7).
+    """
 
     def __init__(self, emit: ProgressLine, on_step: ProgressStep | None = None) -> None:
         self.emit = emit
@@ -60,9 +66,10 @@ class Steps:
         self.stack: list[tuple[str, int]] = []   # (name, percent at which it ends)
 
     def _report(self, message: str, depth: int) -> None:
-        self.emit(f"{self.percent:3d}% {message}")
+        shown = self.percent if depth <= 1 else min(99, self.percent)
+        self.emit(f"{shown:3d}% {message}")
         if self.on_step is not None:
-            self.on_step(self.percent, message, depth)
+            self.on_step(shown, message, depth)
 
     def begin(self, name: str, end: int) -> None:
         self.stack.append((name, end))
@@ -76,6 +83,18 @@ class Steps:
 
     def set_percent(self, percent: int) -> None:
         self.percent = max(self.percent, min(100, percent))
+
+    def progress(self, start: int, end: int) -> Callable[[int, int], None]:
+        """A (done, total) callback for the running step: one line whenever the percentage moves
+        on between ``start`` and ``end``, under the step's name."""
+        name, depth = self.stack[-1][0], len(self.stack)
+
+        def report(done: int, total: int) -> None:
+            percent = start + (end - start) * done // total if total else start
+            if self.percent < percent < end:
+                self.percent = percent
+                self._report(name, depth)
+        return report
 
     def fail_all(self) -> None:
         while self.stack:
@@ -219,7 +238,7 @@ class _Installation:
         self._activate(plans)
 
     def _determine_slot_states(self) -> Context:
-        self.steps.begin("Determining slot states", 20)
+        self.steps.begin("Determining slot states", 10)
         ctx = self.context or create_context(self.config, override_boot_slot=self.args.override_boot_slot,
                                              mountprefix=self.mountprefix, event_log=self.events)
         self.steps.done()
@@ -227,8 +246,8 @@ class _Installation:
 
     def _check_bundle(self) -> Bundle:
         """Open, decrypt and verify the bundle."""
-        self.steps.begin("Checking bundle", 40)
-        self.steps.begin("Verifying signature", 40)
+        self.steps.begin("Checking bundle", 20)
+        self.steps.begin("Verifying signature", 20)
         access = BundleAccess.build(self.config, keyring=self.args.keyring_path, streaming=self.args.streaming)
         if self.source_is_url:
             access = access.with_info_headers(system_info=self.ctx.system_info, variant=self.ctx.variant,
@@ -239,12 +258,13 @@ class _Installation:
             # the whole payload is authenticated before anything is mounted or written
             logger.info("Verifying bundle payload... ")
             check_payload(bundle)
+        testpoints.reach("checked-bundle")
         self.steps.done()
         self.steps.done()
         return bundle
 
     def _check_manifest_contents(self, bundle: Bundle, bundle_mount: Path, base_env: dict[str, str]) -> None:
-        self.steps.begin("Checking manifest contents", 60)
+        self.steps.begin("Checking manifest contents", 30)
         self._check_manifest(bundle)
         mf = bundle.manifest
         if "install-check" in mf.hooks:    # the bundle's install-check hook replaces the compatible check
@@ -258,7 +278,7 @@ class _Installation:
 
     def _plan_jobs(self, bundle: Bundle, bundle_mount: Path) -> list[_Plan]:
         """Determine the target install group; one plan per image."""
-        self.steps.begin("Determining target install group", 80)
+        self.steps.begin("Determining target install group", 40)
         group_error: RaucError | None = None
         try:
             targets = determine_target_group(self.ctx.slots)
@@ -279,22 +299,24 @@ class _Installation:
         steps = self.steps
         steps.begin("Updating slots", 100)
         marked: set[str] = set()
-        span = 20 // max(1, len(plans))
+        parts = 10 * max(1, len(plans))          # per image: 1 part to check, 9 to copy
         for n, plan in enumerate(plans):
-            start = 80 + n * span
+            start = 40 + 60 * 10 * n // parts
+            checked, end = 40 + 60 * (10 * n + 1) // parts, 40 + 60 * (10 * n + 10) // parts
             steps.set_percent(start)
-            steps.begin(f"Checking slot {plan.slot.name}", start + span // 2)
+            bootname = f" ({plan.slot.bootname})" if plan.slot.bootname else ""
+            steps.begin(f"Checking slot {plan.slot.name}{bootname}", checked)
             skip = self._skip(plan)
             steps.done()
             if skip:
                 logger.info(f"Skipping update for correct image {plan.job.image.filename}")
-                steps.begin("Copying image skipped", start + span)
+                steps.begin("Copying image skipped", end)
                 steps.done()
                 continue
             self._mark_target_bad(plan.slot.root, marked)
             self.events.emit(eventlog.writeslot(f"Updating slot {plan.slot.name}"))
-            steps.begin(f"Copying image to {plan.slot.name}", start + span)
-            self._update_slot(bundle, plan, henv)
+            steps.begin(f"Copying image to {plan.slot.name}", end)
+            self._update_slot(bundle, plan, henv, steps.progress(checked, end))
             steps.done()
         steps.set_percent(100)
         steps.done()
@@ -307,10 +329,12 @@ class _Installation:
         roots = {p.slot.root.name: p.slot.root for p in plans if p.slot.root.bootname is not None}
         for root in roots.values():
             logger.info(f"Marking target slot {root.name} as active")
+            testpoints.reach("before-activate")
             try:
                 mark.mark_active(self.ctx, root)
             except mark.MarkError as exc:
                 raise InstallError(f"Failed to mark slot active: {exc}") from exc
+            testpoints.reach("after-activate")
 
     def _run_custom_handler(self, bundle: Bundle, bundle_mount: Path, env: dict[str, str]) -> None:
         """[handler] filename: the bundle's own handler replaces the whole slot update."""
@@ -423,15 +447,24 @@ class _Installation:
         except mark.MarkError as exc:
             raise InstallError(f"Failed to mark slot bad: {exc}") from exc
         marked.add(boot_slot.name)
+        testpoints.reach("marked-bad")
 
-    def _update_slot(self, bundle: Bundle, plan: _Plan, henv: handlers.HandlerEnv) -> None:
+    def _update_slot(self, bundle: Bundle, plan: _Plan, henv: handlers.HandlerEnv,
+                     progress: Callable[[int, int], None]) -> None:
         """Write one image; the slot status says pending, then ok (or failed)."""
         self._mark_status(plan.slot, "pending")
+        pause = testpoints.copy_progress()
+
+        def copied(done: int, total: int) -> None:
+            progress(done, total)
+            if pause is not None:
+                pause(done, total)
         try:
-            handlers.install_image(plan.job, henv, method=plan.method)
+            handlers.install_image(plan.job, henv, method=plan.method, progress=copied)
         except RaucError:
             self._mark_status(plan.slot, "failed", quiet=True)
             raise
+        testpoints.reach("copied")
         self._record_installed(bundle, plan)
 
     def _mark_status(self, slot: Slot, value: str, quiet: bool = False) -> None:
@@ -459,7 +492,7 @@ class _Installation:
             st.installed_timestamp = status.timestamp()
             st.installed_count += 1
         try:
-            status.update_slot_status(self.config, plan.slot, change)
+            status.update_slot_status(self.config, plan.slot, change, pause_point="status-write")
         except RaucError as exc:
             if self.config.central_status:
                 raise

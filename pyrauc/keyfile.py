@@ -6,9 +6,10 @@ exactly where it matters for interoperability:
 
 * parsing: ``#`` comments and blank lines are dropped (``G_KEY_FILE_NONE``), leading whitespace of
   a line is ignored, whitespace around ``=`` is trimmed (trailing whitespace of a value is kept),
-  one trailing ``\\r`` per line is removed, duplicate groups merge, duplicate keys are all kept in
-  the file but the last one wins on lookup, locale keys ``key[xx]`` are dropped unless the locale
-  is ``C`` (what GLib does in the C locale);
+  one trailing ``\\r`` per line is removed, a NUL ends the line (GLib handles lines as C strings:
+  ``key=a\\0b`` is ``key=a``, no NUL reaches a value), duplicate groups merge, duplicate keys are
+  all kept in the file but the last one wins on lookup, locale keys ``key[xx]`` are dropped unless
+  the locale is ``C`` (what GLib does in the C locale);
 * values: string escapes ``\\s \\n \\t \\r \\\\`` and lists with ``;`` separator and ``\\;``;
 * integers/booleans with GLib's quirks (``strtol``/``strtoull`` parsing);
 * RAUC's strict "consume" pattern (``consume_*``, ``ensure_group_consumed``, ``ensure_consumed``);
@@ -165,6 +166,7 @@ class KeyFile:
             lines.pop()
         for raw_line in lines:
             line = raw_line[:-1] if raw_line.endswith("\r") else raw_line
+            line = line.split("\0", 1)[0]   # GLib reads a line as a C string: it ends at a NUL
             stripped = line.lstrip(_SPACE)
             if stripped == "" or stripped.startswith("#"):
                 continue

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from pyrauc import eventlog, status
+from pyrauc import eventlog, status, testpoints
 from pyrauc.context import Context
 from pyrauc.errors import RaucError
 from pyrauc.slots import Slot, other_boot_slots, resolve_identifier
@@ -42,6 +42,7 @@ def _set_state(context: Context, slot: Slot, good: bool) -> None:
 
 def mark_good(context: Context, slot: Slot) -> None:
     """Mark the boot slot ``slot`` good (bootable)."""
+    testpoints.reach("mark-good")
     _set_state(context, slot, True)
 
 

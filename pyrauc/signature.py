@@ -90,7 +90,8 @@ def _fail(reason: str) -> SignatureError:
     return SignatureError(f"signature verification failed: {reason}")
 
 
-_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError)
+_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError,
+                 x509.InvalidVersion)
 
 
 def _load(der: bytes, full: bool) -> cms.ContentInfo:
@@ -126,6 +127,20 @@ def _signed_data(der: bytes) -> cms.SignedData:
     if not isinstance(sd, cms.SignedData):
         raise SignatureError("Failed to parse CMS")
     return sd
+
+
+def _cms_certificates(sd: cms.SignedData) -> list[x509.Certificate]:
+    """The certificates of ``sd``, each with the fields OpenSSL's d2i_X509 parses up front (names,
+    validity, version) parsed now: cryptography reads them only when used. _PARSE_ERRORS if one
+    does not parse."""
+    certs = []
+    for choice in sd["certificates"] or []:
+        if choice.name != "certificate":
+            continue
+        cert = x509.load_der_x509_certificate(choice.chosen.dump())
+        _ = (cert.version, cert.issuer, cert.subject, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        certs.append(cert)
+    return certs
 
 
 def _digest_stream(path: Path | str, size: int | None, algo: hashes.HashAlgorithm) -> bytes:
@@ -293,8 +308,10 @@ def cms_add_signer(der: bytes, *, cert: x509.Certificate, key: PrivateKey,
             raise SignatureError("failed to add signer: no sha256 signer to reuse the digest from")
         digest = _digest_bytes(econtent.native, hashes.SHA256())
     new_si = _make_signer_info(cert, key, digest, signing_time)
-    existing = [x509.load_der_x509_certificate(c.chosen.dump())
-                for c in (sd["certificates"] or []) if c.name == "certificate"]
+    try:
+        existing = _cms_certificates(sd)
+    except _PARSE_ERRORS:
+        raise SignatureError("Failed to parse CMS") from None
     others = [c for c in (sd["certificates"] or []) if c.name != "certificate"]
     digest_algs = list(sd["digest_algorithms"])
     if not any(a.dump() == _SHA256_ALG or a["algorithm"].native == "sha256" for a in digest_algs):
@@ -334,9 +351,8 @@ def cms_certificates(der: bytes) -> list[x509.Certificate]:
     """The certificates carried in a SignedData (in their encoded order)."""
     sd = _signed_data(der)
     try:
-        return [x509.load_der_x509_certificate(c.chosen.dump())
-                for c in (sd["certificates"] or []) if c.name == "certificate"]
-    except ValueError:
+        return _cms_certificates(sd)
+    except _PARSE_ERRORS:
         raise SignatureError("Failed to parse CMS") from None
 
 
@@ -460,8 +476,7 @@ def _parse_for_verify(der: bytes, detached_path: Path | str | None, detached_siz
     sd = _signed_data(der)
     try:
         signer_infos = list(sd["signer_infos"])
-        certs = [x509.load_der_x509_certificate(c.chosen.dump())
-                 for c in (sd["certificates"] or []) if c.name == "certificate"]
+        certs = _cms_certificates(sd)
         econtent = sd["encap_content_info"]["content"].native
         econtent_type = sd["encap_content_info"]["content_type"].dotted
     except _PARSE_ERRORS:

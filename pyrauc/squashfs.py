@@ -34,9 +34,14 @@ def _run(argv: Sequence[str], what: str, pass_fds: Sequence[int] = ()) -> subpro
     return proc
 
 
-def mksquashfs(workdir: Path, output: Path, extra_args: str | None = None, keep_metadata: bool = False) -> None:
-    """Create a squashfs image of ``workdir`` at ``output`` with RAUC's options."""
-    argv = [_tool("mksquashfs"), str(workdir), str(output), "-noappend", "-no-progress"]
+def mksquashfs(workdir: Path, output: Path, extra_args: str | None = None, keep_metadata: bool = False,
+               *, append: bool = False) -> None:
+    """Create a squashfs image of ``workdir`` at ``output`` with RAUC's options.
+
+    ``append`` adds the files of ``workdir`` to the squashfs at ``output`` instead (no recovery file).
+    """
+    argv = [_tool("mksquashfs"), str(workdir), str(output), "-no-recovery" if append else "-noappend",
+            "-no-progress"]
     if not keep_metadata:
         argv += ["-all-root", "-no-xattrs"]
     argv.append("-quiet")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pyrauc import mount
+from pyrauc import mount, testpoints
 from pyrauc.config import SystemConfig
 from pyrauc.errors import KeyFileError, RaucError
 from pyrauc.keyfile import KeyFile
@@ -116,8 +116,11 @@ def boot_id() -> str | None:
         return None
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, pause_point: str | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync dir).
+
+    ``pause_point``: a :mod:`pyrauc.testpoints` name reached with half of the data written.
+    """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     directory = path.parent
@@ -125,6 +128,11 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
+            if pause_point is not None:
+                f.write(raw[:len(raw) // 2])
+                f.flush()
+                testpoints.reach(pause_point)
+                raw = raw[len(raw) // 2:]
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
@@ -156,9 +164,9 @@ def load_central(config: SystemConfig) -> KeyFile:
     return _load_keyfile(Path(config.statusfile))
 
 
-def save_central(config: SystemConfig, kf: KeyFile) -> None:
+def save_central(config: SystemConfig, kf: KeyFile, pause_point: str | None = None) -> None:
     try:
-        write_atomic(config.statusfile, kf.to_data())
+        write_atomic(config.statusfile, kf.to_data(), pause_point)
     except OSError as e:
         raise StatusError(f"Failed to save status file {config.statusfile}: {e.strerror}") from e
 
@@ -201,27 +209,28 @@ def load_slot_status(config: SystemConfig, slot: Slot) -> SlotStatus:
     return st
 
 
-def save_slot_status(config: SystemConfig, slot: Slot, st: SlotStatus) -> None:
+def save_slot_status(config: SystemConfig, slot: Slot, st: SlotStatus, pause_point: str | None = None) -> None:
     """Record ``st`` for ``slot`` (central file or /slot.raucs in the slot)."""
     if config.central_status:
         kf = load_central(config)
         st.to_keyfile(kf, f"slot.{slot.name}")
-        save_central(config, kf)
+        save_central(config, kf, pause_point)
         return
     with _slot_mounted(config, slot, readonly=False) as mnt:
         kf = KeyFile()
         st.to_keyfile(kf, "slot")
         try:
-            write_atomic(mnt / PER_SLOT_FILENAME, kf.to_data())
+            write_atomic(mnt / PER_SLOT_FILENAME, kf.to_data(), pause_point)
         except OSError as e:
             raise StatusError(f"Failed to save status file for slot {slot.name}: {e.strerror}") from e
 
 
-def update_slot_status(config: SystemConfig, slot: Slot, change: Callable[[SlotStatus], None]) -> SlotStatus:
+def update_slot_status(config: SystemConfig, slot: Slot, change: Callable[[SlotStatus], None],
+                       pause_point: str | None = None) -> SlotStatus:
     """Load, modify with ``change``, save; returns the new status."""
     st = load_slot_status(config, slot)
     change(st)
-    save_slot_status(config, slot, st)
+    save_slot_status(config, slot, st, pause_point)
     return st
 
 
@@ -240,7 +249,10 @@ def load_system_status(config: SystemConfig) -> dict[str, str]:
     kf = load_central(config)
     if not kf.has_group("system"):
         return {}
-    return {k: kf.get_string("system", k) for k in kf.keys("system")}
+    try:
+        return {k: kf.get_string("system", k) for k in kf.keys("system")}
+    except KeyFileError as e:
+        raise StatusError(f"Failed to load status file {config.statusfile}: {e}") from e
 
 
 def save_system_status(config: SystemConfig, values: dict[str, str]) -> None:

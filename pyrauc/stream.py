@@ -36,28 +36,26 @@ bundle"), logged when a stream ends.
 from __future__ import annotations
 
 import base64
-import email.utils
 import functools
 import json
 import logging
 import os
 import socket
-import ssl
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
-
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from typing import TYPE_CHECKING, Any
 
 from pyrauc import RAUC_COMPAT_VERSION
 from pyrauc.errors import RaucError
+
+if TYPE_CHECKING:    # urllib3, ssl and email load on first use: the CLI's start-up does not pay for them
+    import ssl
+
+    import urllib3
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +218,7 @@ class Stats:
         return lines
 
 
-_local = threading.local()
-
-
-def _timed_connect(conn: HTTPConnection, connect: Any) -> None:
+def _timed_connect(conn: Any, connect: Callable[[], None]) -> None:
     """Connect ``conn`` (``connect`` = the base class' method), recording name lookup and connect times."""
     stats: Stats | None = getattr(conn, "pyrauc_stats", None)
     t0 = time.monotonic()
@@ -238,18 +233,30 @@ def _timed_connect(conn: HTTPConnection, connect: Any) -> None:
         stats.add("connect", time.monotonic() - t0)
 
 
-class _HTTPConnection(HTTPConnection):
-    pyrauc_stats: Stats | None = None
+def _pool_classes(stats: Stats) -> dict[str, type]:
+    """urllib3 connection pools whose connections time their set-up into ``stats``."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-    def connect(self) -> None:
-        _timed_connect(self, super().connect)
+    class Conn(HTTPConnection):
+        pyrauc_stats = stats
 
+        def connect(self) -> None:
+            _timed_connect(self, super().connect)
 
-class _HTTPSConnection(HTTPSConnection):
-    pyrauc_stats: Stats | None = None
+    class SConn(HTTPSConnection):
+        pyrauc_stats = stats
 
-    def connect(self) -> None:
-        _timed_connect(self, super().connect)
+        def connect(self) -> None:
+            _timed_connect(self, super().connect)
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Conn
+
+    class SPool(HTTPSConnectionPool):
+        ConnectionCls = SConn
+
+    return {"http": Pool, "https": SPool}
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,6 +292,8 @@ class _Attempt(Exception):
 
 
 def _unix_time(value: str | None) -> int | None:
+    import email.utils
+
     if not value:
         return None
     try:
@@ -294,6 +303,8 @@ def _unix_time(value: str | None) -> int | None:
 
 
 def _ssl_context(options: StreamOptions) -> ssl.SSLContext:
+    import ssl
+
     for what, spec in (("certificate", options.tls_cert), ("key", options.tls_key)):
         if spec and spec.startswith("pkcs11:"):
             raise StreamError(f"TLS client {what} from a PKCS#11 URI is not supported by pyrauc streaming")
@@ -317,6 +328,8 @@ def _ssl_context(options: StreamOptions) -> ssl.SSLContext:
 def _proxy_for(url: str) -> str | None:
     """The proxy of ``url`` from lower-case ``http_proxy``/``https_proxy`` (libcurl ignores HTTP_PROXY),
     unless ``no_proxy`` excludes its host."""
+    import urllib.request
+
     parts = urllib.parse.urlsplit(url)
     proxy = os.environ.get(f"{parts.scheme}_proxy")
     if not proxy:
@@ -355,7 +368,11 @@ class HttpRangeClient:
         self.headers = _header_dict(options.headers)
         self.info_headers = _header_dict(options.info_headers)
         # data requests carry the custom headers only (libcurl in RAUC sends no User-Agent there)
-        self._data_headers: dict[str, Any] = {"User-Agent": urllib3.util.SKIP_HEADER, **self.headers}
+        from urllib3.util import SKIP_HEADER
+
+        self._data_headers: dict[str, Any] = {"User-Agent": SKIP_HEADER, **self.headers}
+        import urllib3
+
         ctx = _ssl_context(options)
         pool_kw: dict[str, Any] = {"maxsize": connections, "block": True, "ssl_context": ctx,
                                    "timeout": urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
@@ -366,26 +383,14 @@ class HttpRangeClient:
         proxy = _proxy_for(self.url)
         self.pool: urllib3.PoolManager = (urllib3.ProxyManager(proxy, **pool_kw) if proxy
                                           else urllib3.PoolManager(**pool_kw))
-        stats_ = self.stats
-
-        class Conn(_HTTPConnection):
-            pyrauc_stats = stats_
-
-        class SConn(_HTTPSConnection):
-            pyrauc_stats = stats_
-
-        class Pool(HTTPConnectionPool):
-            ConnectionCls = Conn
-
-        class SPool(HTTPSConnectionPool):
-            ConnectionCls = SConn
-
-        self.pool.pool_classes_by_scheme = {"http": Pool, "https": SPool}
+        self.pool.pool_classes_by_scheme = _pool_classes(self.stats)
         self.size: int | None = None
 
     # -- one attempt -------------------------------------------------------------------------
     def _request(self, url: str, start: int, length: int, headers: dict[str, str]) -> tuple[int, bytes, Any]:
         """GET ``Range: bytes=start-(start+length-1)``; (status, body of at most length+1 bytes, headers)."""
+        import urllib3
+
         t0 = time.monotonic()
         try:
             resp = self.pool.request("GET", url, headers={**headers, **self._auth,
@@ -534,6 +539,10 @@ def _probe_error(e: _Attempt) -> ProbeError:
 
 def _reason(e: BaseException) -> str:
     """A short, one-line reason for a failed connection or transfer."""
+    import ssl
+
+    import urllib3
+
     inner: BaseException = e
     while True:
         nxt = getattr(inner, "reason", None)

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import os
 import threading
+from collections.abc import Callable
 
 from pyrauc.errors import VerityError
 from pyrauc.parallel import default_workers, ordered_map
@@ -32,6 +33,9 @@ DIGESTS_PER_BLOCK = BLOCK_SIZE // DIGEST_SIZE  # 128
 CHUNK_BLOCKS = 1024  # blocks per task: 4 MiB in, 8 whole hash blocks out (must be a multiple of 128)
 
 CORRUPTED = "bundle payload is corrupted"
+
+#: Rewrites a chunk of data blocks (at a file offset) before it is hashed; returns the new bytes.
+Transform = Callable[[memoryview, int], memoryview]
 
 
 
@@ -73,9 +77,11 @@ def hash_tree_size(data_size: int) -> int:
 class _Hasher:
     """Hashes ranges of 4096-byte blocks of one file descriptor with a fixed salt."""
 
-    def __init__(self, fd: int, salt: bytes) -> None:
+    def __init__(self, fd: int, salt: bytes, transform: Transform | None = None, data_size: int = 0) -> None:
         self.fd = fd
         self.base = hashlib.sha256(salt)
+        self.transform = transform          # applied to (and written back over) [0, data_size)
+        self.data_size = data_size
         self.local = threading.local()  # per-thread reusable chunk buffer (avoids page faults)
 
     def read(self, offset: int, length: int) -> bytearray:
@@ -94,6 +100,9 @@ class _Hasher:
         view = memoryview(buf)[:length]
         if os.preadv(self.fd, [view], offset) != length:
             raise VerityError(CORRUPTED)  # file ends early
+        if self.transform is not None and offset < self.data_size:
+            view = self.transform(view, offset)
+            os.pwrite(self.fd, view, offset)
         base = self.base
         out = []
         for pos in range(0, nblocks * BLOCK_SIZE, BLOCK_SIZE):
@@ -132,6 +141,7 @@ def _walk(
     progress: Progress | None,
     write: bool,
     root_hash: bytes = b"",
+    transform: Transform | None = None,
 ) -> bytes:
     data_blocks = _check_size(data_size)
     sizes = _level_sizes(data_blocks)
@@ -152,7 +162,7 @@ def _walk(
             raise VerityError(CORRUPTED)
         if not write and file_size < data_size + tree_size:
             raise VerityError(CORRUPTED)
-        hasher = _Hasher(fd, salt)
+        hasher = _Hasher(fd, salt, transform, data_size)
 
         def create_task(task: tuple[int, int, bool, int]) -> tuple[int, int]:
             src, count, last, dst = task
@@ -171,7 +181,9 @@ def _walk(
         for level, nblocks in enumerate(sizes):
             tasks = _tasks(src_offset, src_blocks, offsets[level])
             written = 0
-            for count, produced in ordered_map(create_task if write else verify_task, tasks, workers):
+            # no thread start-up for a level of one or two chunks (small bundles, upper levels)
+            level_workers = workers if len(tasks) > 2 else 1
+            for count, produced in ordered_map(create_task if write else verify_task, tasks, level_workers):
                 written += produced
                 done += count * BLOCK_SIZE
                 if progress is not None:
@@ -195,13 +207,16 @@ def _walk(
 
 
 def create_hash_tree(
-    path: str | os.PathLike[str], data_size: int, salt: bytes, progress: Progress | None = None
+    path: str | os.PathLike[str], data_size: int, salt: bytes, progress: Progress | None = None,
+    transform: Transform | None = None,
 ) -> bytes:
     """Hash ``[0, data_size)`` of the file, write the tree at offset ``data_size``, return the root.
 
-    The file grows by :func:`hash_tree_size` bytes (anything already there is overwritten).
+    The file grows by :func:`hash_tree_size` bytes (anything already there is overwritten). With
+    ``transform`` every chunk of the data is first rewritten in place (e.g. encrypted by
+    :func:`pyrauc.crypt.encryptor`) and the result is hashed: one pass over the payload.
     """
-    return _walk(path, data_size, salt, progress, write=True)
+    return _walk(path, data_size, salt, progress, write=True, transform=transform)
 
 
 def verify_hash_tree(

@@ -6,6 +6,7 @@ to identical files.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,31 @@ def test_rauc_resigns_pyrauc_bundle_and_back(tmp_path: Path, pki: Pki, rauc_bin:
            "--key", pki.signer_ec.key_path, "--intermediate", pki.intermediate.cert_path, b2, b3, check=True)
     info = rauc(rauc_bin, "info", "--keyring", pki.keyring, b3, check=True)
     assert "signer-ec" in info.stdout
+
+
+def _listing(squashfs_image: Path) -> list[str]:
+    """``unsquashfs -lls`` without the times: mode, owner, size and name of every entry."""
+    out = subprocess.run(["unsquashfs", "-lls", "-o", "0", str(squashfs_image)], capture_output=True, text=True,
+                         check=True).stdout
+    return [" ".join(line.split()[:3] + line.split()[5:]) for line in out.splitlines() if "squashfs-root" in line]
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("fmt", ["plain", "verity"])
+def test_squashfs_with_appended_manifest_lists_like_one_run(fmt: str, tmp_path: Path, pki: Pki,
+                                                            rauc_bin: str) -> None:
+    """With RAUC's mksquashfs arguments pyrauc squashes the content while digesting the images and
+    appends the manifest; the squashfs holds the same entries (modes, owners, sizes) as RAUC's one
+    run (pyrauc itself when --mksquashfs-args are given, and rauc 1.8)."""
+    content = write_content(tmp_path / "content", fmt)
+    sign = ["--cert", pki.signer.cert_path, "--key", pki.signer.key_path]
+    ours = tmp_path / "ours.raucb"
+    one_run = tmp_path / "one-run.raucb"
+    pyrauc("bundle", *sign, content, ours, check=True)
+    pyrauc("bundle", *sign, "--mksquashfs-args=-b 131072", content, one_run, check=True)
+    theirs = tmp_path / "theirs.raucb"
+    rauc(rauc_bin, "bundle", *sign, write_content(tmp_path / "content2", fmt), theirs, check=True)
+    assert _listing(ours) == _listing(one_run)
+    # rauc 1.8 serialises some manifests differently (its size may differ): modes, owners, names
+    assert [(e.split()[0], e.split()[1], e.split()[-1]) for e in _listing(ours)] == \
+        [(e.split()[0], e.split()[1], e.split()[-1]) for e in _listing(theirs)]

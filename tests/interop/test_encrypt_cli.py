@@ -155,6 +155,24 @@ def test_pyrauc_encrypt_several_to_options(tmp_path: Path, crypt: Crypt, devices
         rauc(rauc_bin, "info", "--keyring", crypt.keyring, "--key", devices[kind].key_path, enc, check=True)
 
 
+@pytest.mark.parametrize("layout", ["shared-key", "per-recipient"])
+def test_pyrauc_encrypt_ec_layouts(layout: str, tmp_path: Path, crypt: Crypt, devices: dict[str, Issued],
+                                   rauc_bin: str) -> None:
+    """``--ec-layout``: both layouts decrypt in rauc 1.8 as every recipient; an unknown one is a usage error."""
+    recips = recipients_for(devices, "p256", "first")
+    to = write_pem_bundle(tmp_path / "to.pem", [r.cert for r in recips])
+    enc = pyrauc_encrypt(crypt, to, tmp_path / "enc.raucb", f"--ec-layout={layout}")
+    originators = re.findall(rb"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x03\x42\x00(.{65})", split_bundle(enc)[1],
+                             re.S)
+    assert len(originators) == 2 and (len(set(originators)) == 1) == (layout == "shared-key")   # two P-256
+    for r in recips:
+        rauc(rauc_bin, "info", "--keyring", crypt.keyring, "--key", r.key_path, enc, check=True)
+    bad = pyrauc("encrypt", "--ec-layout=other", "--to", to, "--keyring", crypt.keyring, crypt.path,
+                 tmp_path / "bad.raucb")
+    assert bad.returncode == 1 and error_lines(bad) == ["Unknown EC layout 'other' (use shared-key or per-recipient)"]
+    assert not (tmp_path / "bad.raucb").exists()
+
+
 # --- info details ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("maker", ["rauc", "pyrauc", "pyrauc-key-id"])

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms as acms
 from cryptography import x509
 
 from pyrauc import envelope
@@ -215,7 +216,92 @@ def test_reencrypted_bundle_read_by_rauc(tmp_path: Path, crypt_bundle: CryptBund
     enc = tmp_path / "enc.raucb"
     run(rauc_bin, "encrypt", "--to", to, "--keyring", crypt_bundle.keyring, crypt_bundle.path, enc)
     payload, cms = split_bundle(enc)
-    sigdata = envelope.decrypt(cms, devices["rsa2048"].key)
-    again = write_bundle(tmp_path / "again.raucb", payload, envelope.reencrypt(cms, sigdata, sigdata))
+    opened = envelope.open_envelope(cms, devices["rsa2048"].key)
+    again = write_bundle(tmp_path / "again.raucb", payload, envelope.reencrypt(cms, opened, opened.content))
     info = run(rauc_bin, "info", "--keyring", crypt_bundle.keyring, "--key", devices["p384"].key_path, again)
     assert "[encrypted CMS]" in info.stdout
+
+
+# --- EC layouts: one ephemeral key per curve ---------------------------------------------------
+
+@pytest.mark.parametrize("use_ski", [False, True], ids=["issuer-serial", "ski"])
+def test_shared_key_layout_decrypted_by_every_tool(use_ski: bool, tmp_path: Path, crypt_bundle: CryptBundle,
+                                                   devices: dict[str, Issued], rauc_bin: str,
+                                                   openssl_bin: str) -> None:
+    """EcLayout.SHARED_KEY: rauc 1.8, ``openssl cms -decrypt`` and pyrauc decrypt it as every
+    recipient (two P-256 recipients share the originator key), with and without the recipient's
+    certificate; ``--dump-recipients`` lists every recipient, as pyrauc does."""
+    certs = [d.cert for d in devices.values()]
+    env = envelope.encrypt(crypt_bundle.sigdata, certs, use_ski=use_ski, ec_layout=envelope.EcLayout.SHARED_KEY)
+    enc = write_bundle(tmp_path / "enc.raucb", crypt_bundle.payload, env)
+    der = tmp_path / "env.der"
+    der.write_bytes(env)
+    for name, dev in devices.items():
+        info = run(rauc_bin, "info", "--keyring", crypt_bundle.keyring, "--key", dev.key_path, enc)
+        assert "[encrypted CMS]" in info.stdout, name
+        for recip in ([], ["-recip", dev.cert_path]):
+            out = tmp_path / f"{name}.out"
+            run(openssl_bin, "cms", "-decrypt", "-inform", "DER", "-in", der, "-inkey", dev.key_path, *recip,
+                "-binary", "-out", out)
+            assert out.read_bytes() == crypt_bundle.sigdata, (name, recip)
+        assert envelope.decrypt(env, dev.key) == crypt_bundle.sigdata
+        assert envelope.decrypt(env, dev.key, dev.cert) == crypt_bundle.sigdata
+    # rauc 1.8 with the recipient's certificate (system.conf [encryption] cert=): the second P-256
+    other = devices["other"]
+    conf = tmp_path / "system.conf"
+    conf.write_text(f"[system]\ncompatible=Test\nbootloader=noop\ndata-directory={tmp_path}/data\n\n"
+                    f"[keyring]\npath={crypt_bundle.keyring}\n\n"
+                    f"[encryption]\nkey={other.key_path}\ncert={other.cert_path}\n\n"
+                    "[slot.rootfs.0]\ndevice=/dev/null\n")
+    assert "[encrypted CMS]" in run(rauc_bin, "-c", conf, "info", enc).stdout
+    out = tmp_path / "out"
+    run(rauc_bin, "extract", "--keyring", crypt_bundle.keyring, "--key", other.key_path, enc, out)
+    assert (out / "rootfs.img").read_bytes() == crypt_bundle.images["rootfs"]
+    res = run(rauc_bin, "info", "--keyring", crypt_bundle.keyring, "--key", other.key_path, "--dump-recipients", enc)
+    start = res.stdout.index(f"{len(certs)} Recipients:")
+    assert res.stdout[start:res.stdout.index("Certificate Chain:")] == envelope.format_recipients(env) + "\n"
+
+
+def _one_kari(der: bytes) -> bytes:
+    """``der`` (EcLayout.SHARED_KEY, one curve) with its karis merged into ONE kari that holds a
+    RecipientEncryptedKey per recipient (valid CMS, RFC 5652 6.2.2)."""
+    info = acms.ContentInfo.load(der)
+    enveloped = info["content"]
+    karis = [ri.chosen for ri in enveloped["recipient_infos"] if ri.name == "kari"]
+    assert len({k["originator"].dump() for k in karis}) == 1
+    merged = acms.KeyAgreeRecipientInfo({
+        "version": 3, "originator": karis[0]["originator"].copy(),
+        "key_encryption_algorithm": karis[0]["key_encryption_algorithm"].copy(),
+        "recipient_encrypted_keys": [k["recipient_encrypted_keys"][0].copy() for k in karis]})
+    new = acms.EnvelopedData({"version": enveloped["version"].native,
+                              "recipient_infos": [acms.RecipientInfo(name="kari", value=merged)],
+                              "encrypted_content_info": enveloped["encrypted_content_info"].copy()})
+    return acms.ContentInfo({"content_type": "enveloped_data", "content": new}).dump()
+
+
+def test_one_kari_for_several_recipients_needs_their_certificates(tmp_path: Path, crypt_bundle: CryptBundle,
+                                                                  devices: dict[str, Issued], rauc_bin: str,
+                                                                  openssl_bin: str) -> None:
+    """Why there is no layout with several RecipientEncryptedKeys in one kari (the smallest
+    envelope): without the recipient's certificate OpenSSL, and so rauc 1.8 (``info --key``, an
+    install without [encryption] cert=), tries only the first one of each kari. pyrauc reads it."""
+    first, second = devices["p256"], devices["other"]
+    env = _one_kari(envelope.encrypt(crypt_bundle.sigdata, [first.cert, second.cert],
+                                     ec_layout=envelope.EcLayout.SHARED_KEY))
+    der = tmp_path / "env.der"
+    der.write_bytes(env)
+    enc = write_bundle(tmp_path / "enc.raucb", crypt_bundle.payload, env)
+    reks = acms.ContentInfo.load(env)["content"]["recipient_infos"][0].chosen["recipient_encrypted_keys"]
+    first_rid = reks[0]["rid"].chosen
+    me, other = (first, second) if first_rid["serial_number"].native == first.cert.serial_number else (second, first)
+    for dev in (me, other):
+        assert envelope.decrypt(env, dev.key) == crypt_bundle.sigdata
+        run(openssl_bin, "cms", "-decrypt", "-inform", "DER", "-in", der, "-inkey", dev.key_path,
+            "-recip", dev.cert_path, "-binary", "-out", tmp_path / "with-cert.out")
+    run(openssl_bin, "cms", "-decrypt", "-inform", "DER", "-in", der, "-inkey", me.key_path, "-binary",
+        "-out", tmp_path / "ok.out")
+    refused = run(openssl_bin, "cms", "-decrypt", "-inform", "DER", "-in", der, "-inkey", other.key_path,
+                  "-binary", "-out", tmp_path / "no.out", check=False)
+    assert refused.returncode != 0
+    bad = run(rauc_bin, "info", "--keyring", crypt_bundle.keyring, "--key", other.key_path, enc, check=False)
+    assert bad.returncode != 0 and "Failed to decrypt CMS EnvelopedData" in bad.stderr

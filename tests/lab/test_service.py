@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.bundles import pyrauc
-from tests.lab.target import C_RAUC_18, PYRAUC, booted_bootname, leftovers, run, sh
+from tests.lab.target import C_RAUC_18, PYRAUC, RaucTargetDriver
 from tests.lab.test_target_install import TIMEOUT, Lab, _bundle, _image, _push
 from tests.lab.test_target_install import dut as dut  # the fixtures
 from tests.lab.test_target_install import labhost as labhost
@@ -43,57 +43,55 @@ def _needs(target_rauc: str, flavour: str) -> None:
         pytest.skip(f"needs the {flavour} image (this target runs {target_rauc})")
 
 
-def test_service_is_bus_activated(dut: Any, target_rauc: str) -> None:
+def test_service_is_bus_activated(dut: RaucTargetDriver, target_rauc: str) -> None:
     _needs(target_rauc, PYRAUC)
-    ssh = dut.ssh
-    sh(ssh, "test -f /usr/share/dbus-1/system.d/de.pengutronix.rauc.conf && "
-            "test -f /usr/share/dbus-1/system-services/de.pengutronix.rauc.service && "
-            "test -x /usr/local/libexec/rauc-service.sh")
-    run(ssh, "systemctl stop rauc.service")
-    assert sh(ssh, "systemctl is-active rauc.service || true").strip() == "inactive"
-    slots = sh(ssh, f"{CALL} GetSlotStatus", timeout=300)        # activates it
+    dut.sh("test -f /usr/share/dbus-1/system.d/de.pengutronix.rauc.conf && "
+           "test -f /usr/share/dbus-1/system-services/de.pengutronix.rauc.service && "
+           "test -x /usr/local/libexec/rauc-service.sh")
+    dut.run("systemctl stop rauc.service")
+    assert dut.sh("systemctl is-active rauc.service || true").strip() == "inactive"
+    slots = dut.sh(f"{CALL} GetSlotStatus", timeout=300)        # activates it
     assert slots.startswith('a(sa{sv}) 2 "rootfs.') and '"state" s "booted"' in slots
-    assert sh(ssh, "systemctl is-active rauc.service").strip() == "active"
-    assert sh(ssh, f"{GET} Compatible").strip() == 's "pyrauc-qemux86-64"'
-    assert sh(ssh, f"{GET} BootSlot").strip() == f's "{booted_bootname(ssh)}"'
-    assert sh(ssh, f"{GET} Operation").strip() == 's "idle"'
-    assert sh(ssh, f"{CALL} GetPrimary").strip().startswith('s "rootfs.')
-    refused = run(ssh, f"{CALL} InstallBundle sa{{sv}} /data/x.raucb 1 bogus b true")
+    assert dut.sh("systemctl is-active rauc.service").strip() == "active"
+    assert dut.sh(f"{GET} Compatible").strip() == 's "pyrauc-qemux86-64"'
+    assert dut.sh(f"{GET} BootSlot").strip() == f's "{dut.booted_bootname()}"'
+    assert dut.sh(f"{GET} Operation").strip() == 's "idle"'
+    assert dut.sh(f"{CALL} GetPrimary").strip().startswith('s "rootfs.')
+    refused = dut.run(f"{CALL} InstallBundle sa{{sv}} /data/x.raucb 1 bogus b true")
     assert refused[2] != 0 and "Unsupported key: bogus" in refused[1]
-    unit = sh(ssh, "systemctl show -p Type -p BusName rauc.service")
+    unit = dut.sh("systemctl show -p Type -p BusName rauc.service")
     assert "Type=dbus" in unit and "BusName=de.pengutronix.rauc" in unit
 
 
-def test_tutorial_install_through_the_service(dut: Any, labhost: Lab, target_rauc: str) -> None:
+def test_tutorial_install_through_the_service(dut: RaucTargetDriver, labhost: Lab, target_rauc: str) -> None:
     """The tutorial's step 4 (crypt bundle encrypted for this device) installed via the service."""
     _needs(target_rauc, PYRAUC)
-    ssh = dut.ssh
     image = _image(labhost.work / "svc.ext4", 16)
     bundle = _bundle(labhost, "svc", "crypt", image)
     encrypted = labhost.work / "svc-enc.raucb"
     pyrauc("encrypt", "--keyring", labhost.keyring, "--to", labhost.devices[0].cert_path, bundle, encrypted,
            check=True)
     remote = _push(dut, encrypted)
-    since = sh(ssh, "date '+%Y-%m-%d %H:%M:%S'").strip()
-    out, err, code = run(ssh, f"rauc install {remote}", timeout=TIMEOUT)
+    since = dut.sh("date '+%Y-%m-%d %H:%M:%S'").strip()
+    out, err, code = dut.run(f"rauc install {remote}", timeout=TIMEOUT)
     assert code == 0, out + err
     lines = out.splitlines()
     assert lines[0] == "installing" and "  0% Installing" in lines and "100% Installing done." in lines
     assert lines[-1] == f"Installing `{remote}` succeeded"
-    journal = sh(ssh, f"journalctl -u rauc.service --since '{since}' --no-pager", timeout=120)
+    journal = dut.sh(f"journalctl -u rauc.service --since '{since}' --no-pager", timeout=120)
     assert f"input bundle: {remote}" in journal
-    assert sh(ssh, f"{GET} LastError").strip() == 's ""'
-    assert sh(ssh, f"{GET} Progress").strip() == '(isi) 100 "Installing done." 1'
-    status = json.loads(sh(ssh, "rauc status --output-format=json"))
+    assert dut.sh(f"{GET} LastError").strip() == 's ""'
+    assert dut.sh(f"{GET} Progress").strip() == '(isi) 100 "Installing done." 1'
+    status = json.loads(dut.sh("rauc status --output-format=json"))
     assert status["compatible"] == "pyrauc-qemux86-64"
-    assert leftovers(ssh) == ""
-    run(ssh, "efibootmgr --delete-bootnext")
+    assert dut.leftovers() == ""
+    dut.run("efibootmgr --delete-bootnext")
 
 
 @pytest.fixture
-def forwarded_bus(dut: Any) -> Iterator[dict[str, str]]:
+def forwarded_bus(dut: RaucTargetDriver, target: Any) -> Iterator[dict[str, str]]:
     """The environment of a host process on the target's system bus (socket forwarded over SSH)."""
-    with dut.ssh.forward_unix_socket("/run/dbus/system_bus_socket") as port:
+    with target.get_driver("SSHDriver").forward_unix_socket("/run/dbus/system_bus_socket") as port:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DBUS_")}
         env.update(DBUS_SYSTEM_BUS_ADDRESS=f"tcp:host=127.0.0.1,port={port}", PYRAUC_SERVICE="always")
         yield env
@@ -104,14 +102,13 @@ def _host_pyrauc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess
                           cwd=REPO, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
 
 
-def test_pyrauc_client_drives_debian_service(dut: Any, labhost: Lab, target_rauc: str,
+def test_pyrauc_client_drives_debian_service(dut: RaucTargetDriver, labhost: Lab, target_rauc: str,
                                              forwarded_bus: dict[str, str]) -> None:
     _needs(target_rauc, C_RAUC_18)
-    ssh = dut.ssh
     status = _host_pyrauc(forwarded_bus, "status", "--output-format=json")
     assert status.returncode == 0, status.stderr
     got = json.loads(status.stdout)
-    booted = booted_bootname(ssh)
+    booted = dut.booted_bootname()
     assert got["compatible"] == "pyrauc-qemux86-64" and got["booted"] == booted
     assert {next(iter(s)) for s in got["slots"]} == {"rootfs.0", "rootfs.1"}
     marked = _host_pyrauc(forwarded_bus, "status", "mark-good")
@@ -119,14 +116,14 @@ def test_pyrauc_client_drives_debian_service(dut: Any, labhost: Lab, target_rauc
     # the bundle path must exist for the client (here) and for the service (there): the same path on both
     image = _image(labhost.work / "dbg.ext4", 16)
     bundle = _bundle(labhost, "dbg", "verity", image)
-    sh(ssh, f"mkdir -p {bundle.parent}")
-    ssh.put(str(bundle), str(bundle))
+    dut.sh(f"mkdir -p {bundle.parent}")
+    dut.put(bundle, str(bundle))
     try:
         proc = _host_pyrauc(forwarded_bus, "install", str(bundle))
         assert proc.returncode == 0, proc.stdout + proc.stderr
         lines = proc.stdout.splitlines()
         assert lines[0] == "installing" and lines[-1] == f"Installing `{bundle}` succeeded"
         assert "100% Installing done." in lines
-        assert leftovers(ssh) == ""
+        assert dut.leftovers() == ""
     finally:
-        run(ssh, f"rm -rf {bundle.parent}; efibootmgr --delete-bootnext")
+        dut.run(f"rm -rf {bundle.parent}; efibootmgr --delete-bootnext")

@@ -156,3 +156,21 @@ def test_missing_file(tmp_path: Path) -> None:
         crypt.encrypt_file(tmp_path / "missing", KEY)
     with pytest.raises(CryptError, match="failed to open"):
         crypt.decrypt_file(tmp_path / "missing", SS, KEY, tmp_path / "out")
+
+
+def test_encrypt_and_hash_in_one_pass(tmp_path: Path) -> None:
+    """verity.create_hash_tree with crypt.encryptor (bundle's single pass) gives the bytes and the
+    root of encrypt_file followed by create_hash_tree."""
+    from pyrauc import verity
+
+    data = _data(2 * 1024 + 3, seed=19)      # more than one verity chunk, not a whole one
+    salt = bytes(range(32))
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.write_bytes(data)
+    two.write_bytes(data)
+    root_one = verity.create_hash_tree(one, len(data), salt, transform=crypt.encryptor(KEY))
+    crypt.encrypt_file(two, KEY)
+    root_two = verity.create_hash_tree(two, len(data), salt)
+    assert root_one == root_two
+    assert one.read_bytes() == two.read_bytes()
+    assert one.read_bytes()[:len(data)] == _naive_encrypt(data, KEY)

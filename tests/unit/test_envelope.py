@@ -136,7 +136,7 @@ def test_rsa_only_is_version_0(people: dict[str, Issued]) -> None:
 
 def test_recipient_infos_sorted_and_one_kari_per_ec_cert(people: dict[str, Issued]) -> None:
     certs = [people[k].cert for k in ("p256", "rsab", "p256b", "rsa2048", "p521")]
-    der = envelope.encrypt(b"x", certs)
+    der = envelope.encrypt(b"x", certs, ec_layout=envelope.EcLayout.PER_RECIPIENT)
     raw = [i.dump() for i in _parse(der)["recipient_infos"]]
     assert raw == sorted(raw)
     assert len(raw) == 5
@@ -306,6 +306,54 @@ def test_workers_1_gives_same_structure(people: dict[str, Issued]) -> None:
     assert envelope.decrypt(der, people["p256"].key) == b"x"
 
 
+# --- EC layouts --------------------------------------------------------------------------------
+
+def _originators(der: bytes) -> list[bytes]:
+    return [ri.chosen["originator"].dump() for ri in _parse(der)["recipient_infos"] if ri.name == "kari"]
+
+
+@pytest.mark.parametrize("use_ski", [False, True], ids=["issuer-serial", "ski"])
+def test_shared_key_layout(use_ski: bool, people: dict[str, Issued]) -> None:
+    """One kari per EC recipient; those of one curve share one originator key; every recipient
+    decrypts, with and without its certificate."""
+    kinds = ("rsa2048", "p256", "p256b", "p384", "p521")
+    der = envelope.encrypt(_der_content(), [people[k].cert for k in kinds], use_ski=use_ski,
+                           ec_layout=envelope.EcLayout.SHARED_KEY)
+    infos = _parse(der)["recipient_infos"]
+    assert [ri.name for ri in infos].count("kari") == 4
+    assert all(len(ri.chosen["recipient_encrypted_keys"]) == 1 for ri in infos if ri.name == "kari")
+    originators = _originators(der)
+    assert len(set(originators)) == 3                  # P-256 twice with the same key, P-384, P-521
+    for kind in kinds:
+        assert envelope.decrypt(der, people[kind].key) == _der_content()
+        assert envelope.decrypt(der, people[kind].key, people[kind].cert) == _der_content()
+    default = envelope.encrypt(_der_content(), [people[k].cert for k in kinds],
+                               ec_layout=envelope.EcLayout.PER_RECIPIENT)
+    assert len(set(_originators(default))) == 4        # RAUC's layout: a fresh key per recipient
+
+
+def test_shared_key_layout_pool_and_one_ecdh_to_decrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the pool threshold; decrypting without the certificate agrees on a key once."""
+    signer = ec.generate_private_key(ec.SECP256R1())
+    key = ec.generate_private_key(ec.SECP256R1())
+    count = envelope._POOL_THRESHOLD + 10
+    certs = [_cert(key, serial=1000 + i, cn=f"d{i}", signer=signer) for i in range(count)]
+    der = envelope.encrypt(_der_content(), certs, ec_layout=envelope.EcLayout.SHARED_KEY, workers=2)
+    assert len(set(_originators(der))) == 1
+    assert len(_originators(der)) == count
+    agreed: list[object] = []
+    original = envelope._kari_kek
+
+    def spy(*args: object) -> bytes | None:
+        agreed.append(args)
+        return original(*args)   # type: ignore[arg-type]
+
+    monkeypatch.setattr(envelope, "_kari_kek", spy)
+    assert envelope.decrypt(der, key, certs[-1]) == _der_content()
+    assert envelope.decrypt(der, key) == _der_content()
+    assert len(agreed) == 2
+
+
 # --- --dump-recipients text --------------------------------------------------------------------
 
 def test_format_recipients(tmp_path: Path) -> None:
@@ -359,8 +407,9 @@ def test_content_type_names() -> None:
 def test_reencrypt_keeps_recipients(people: dict[str, Issued]) -> None:
     certs = [people[k].cert for k in ("rsa2048", "p256", "p384")]
     old = envelope.encrypt(_der_content(100), certs, use_ski=True)
-    assert envelope.decrypt(old, people["p256"].key) == _der_content(100)
-    new = envelope.reencrypt(old, _der_content(100), _der_content(700))
+    opened = envelope.open_envelope(old, people["p256"].key)
+    assert opened.content == _der_content(100)
+    new = envelope.reencrypt(old, opened, _der_content(700))
     assert _parse(new)["recipient_infos"].dump() == _parse(old)["recipient_infos"].dump()
     assert _parse(new)["version"].native == _parse(old)["version"].native
     old_iv = _parse(old)["encrypted_content_info"]["content_encryption_algorithm"]["parameters"].native
@@ -370,11 +419,14 @@ def test_reencrypt_keeps_recipients(people: dict[str, Issued]) -> None:
         assert envelope.decrypt(new, people[kind].key) == _der_content(700)
 
 
-def test_reencrypt_needs_a_decrypted_envelope(people: dict[str, Issued]) -> None:
+def test_reencrypt_needs_the_key_of_the_envelope(people: dict[str, Issued]) -> None:
+    """The content-encryption key is passed explicitly (no module-level cache): it must open the
+    input envelope to the given content."""
     old = envelope.encrypt(_der_content(), [people["p256"].cert])
-    with pytest.raises(EnvelopeError, match=r"^Failed to encrypt: content-encryption key of the input "
-                                            r"envelope is unknown"):
-        envelope.reencrypt(old, _der_content(), b"new")
-    envelope.decrypt(old, people["p256"].key)
     with pytest.raises(EnvelopeError, match="does not hold the given content"):
-        envelope.reencrypt(old, b"something else", b"new")
+        envelope.reencrypt(old, envelope.Opened(_der_content(), bytes(32)), b"new")
+    opened = envelope.open_envelope(old, people["p256"].key)
+    assert "content_key" not in repr(opened)
+    with pytest.raises(EnvelopeError, match="does not hold the given content"):
+        envelope.reencrypt(old, envelope.Opened(b"something else", opened.content_key), b"new")
+    assert not hasattr(envelope, "_CEK_CACHE")

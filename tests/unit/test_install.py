@@ -25,23 +25,24 @@ pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (loop devices, mounts)")]
 
 SUCCESS_STEPS = [
+    # current RAUC's weights (>= 1.10, "(B)" since 1.13): only the root step reaches 100
     "  0% Installing",
     "  0% Determining slot states",
-    " 20% Determining slot states done.",
-    " 20% Checking bundle",
-    " 20% Verifying signature",
-    " 40% Verifying signature done.",
-    " 40% Checking bundle done.",
-    " 40% Checking manifest contents",
-    " 60% Checking manifest contents done.",
-    " 60% Determining target install group",
-    " 80% Determining target install group done.",
-    " 80% Updating slots",
-    " 80% Checking slot rootfs.1",
-    " 90% Checking slot rootfs.1 done.",
-    " 90% Copying image to rootfs.1",
-    "100% Copying image to rootfs.1 done.",
-    "100% Updating slots done.",
+    " 10% Determining slot states done.",
+    " 10% Checking bundle",
+    " 10% Verifying signature",
+    " 20% Verifying signature done.",
+    " 20% Checking bundle done.",
+    " 20% Checking manifest contents",
+    " 30% Checking manifest contents done.",
+    " 30% Determining target install group",
+    " 40% Determining target install group done.",
+    " 40% Updating slots",
+    " 40% Checking slot rootfs.1 (B)",
+    " 46% Checking slot rootfs.1 (B) done.",
+    " 46% Copying image to rootfs.1",
+    " 99% Copying image to rootfs.1 done.",
+    " 99% Updating slots done.",
     "100% Installing done.",
 ]
 
@@ -184,7 +185,7 @@ def test_install_same_skip_and_transaction(target: Target) -> None:
     target.slot1.write_bytes(b"\0" * SLOT_SIZE)  # the status claims the image is there: skipped
     proc = install(target, bundle)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert " 90% Copying image skipped" in proc.stdout.splitlines()
+    assert " 46% Copying image skipped" in proc.stdout.splitlines()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
 
@@ -199,7 +200,7 @@ def test_install_same_rewrites_a_slot_cut_off_by_power_loss(target: Target) -> N
     target.slot1.write_bytes(b"r" * 4096 + b"\0" * (SLOT_SIZE - 4096))
     proc = install(target, bundle)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert " 90% Copying image to rootfs.1" in proc.stdout.splitlines()
+    assert " 46% Copying image to rootfs.1" in proc.stdout.splitlines()
     assert target.slot1.read_bytes()[:65536] == b"r" * 65536
     assert target.status().get_string("slot.rootfs.1", "status") == "ok"
 
@@ -223,7 +224,7 @@ def test_perform_pre_check_catches_a_corrupted_payload_before_mounting(target: T
     write_conf(target, extra_system="perform-pre-check=true")
     proc = install(target, bundle)
     expect_failure(proc, bundle, "bundle payload is corrupted")
-    assert " 20% Checking bundle failed." in proc.stdout.splitlines()
+    assert " 10% Checking bundle failed." in proc.stdout.splitlines()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
 
@@ -264,10 +265,10 @@ exit 0
     proc = install(target, bundle)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = proc.stdout.splitlines()
-    assert steps[12:20] == [" 80% Checking slot rootfs.1", " 85% Checking slot rootfs.1 done.",
-                            " 85% Copying image to rootfs.1", " 90% Copying image to rootfs.1 done.",
-                            " 90% Checking slot appfs.1", " 95% Checking slot appfs.1 done.",
-                            " 95% Copying image to appfs.1", "100% Copying image to appfs.1 done."], proc.stdout
+    assert steps[12:20] == [" 40% Checking slot rootfs.1 (B)", " 43% Checking slot rootfs.1 (B) done.",
+                            " 43% Copying image to rootfs.1", " 70% Copying image to rootfs.1 done.",
+                            " 70% Checking slot appfs.1", " 73% Checking slot appfs.1 done.",
+                            " 73% Copying image to appfs.1", " 99% Copying image to appfs.1 done."], proc.stdout
     assert steps[-1] == f"Installing `{bundle}` succeeded"
     assert log.read_text().splitlines() == ["install-check   Test Config"]
     with mount.mount_slot(target.slot1_dev, "chk", "ext4", mountprefix=str(target.dir / "chk"),
@@ -285,7 +286,7 @@ def test_wrong_compatible(target: Target) -> None:
     bundle = make_bundle(target, "c", {"rootfs": ("rootfs.img", b"x" * 4096)}, compatible="Other")
     proc = install(target, bundle)
     expect_failure(proc, bundle, "Compatible mismatch: Expected 'Test Config' but bundle manifest has 'Other'")
-    assert " 40% Checking manifest contents failed." in proc.stdout.splitlines()
+    assert " 20% Checking manifest contents failed." in proc.stdout.splitlines()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
     ok = install(target, bundle, "--ignore-compatible")
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -337,7 +338,7 @@ def test_failing_post_install_hook_marks_failed(target: Target) -> None:
     proc = install(target, bundle)
     expect_failure(proc, bundle,
                    "Slot post-install hook failed for rootfs.1: Hook returned with exit code 2: post failed")
-    assert " 90% Copying image to rootfs.1 failed." in proc.stdout.splitlines()
+    assert " 46% Copying image to rootfs.1 failed." in proc.stdout.splitlines()
     assert target.status().get_string("slot.rootfs.1", "status") == "failed"
 
 
@@ -346,7 +347,7 @@ def test_format_not_allowed(target: Target) -> None:
     bundle = make_bundle(target, "f", {"rootfs": ("rootfs.img", b"x" * 4096)})
     proc = install(target, bundle)
     expect_failure(proc, bundle, "Bundle format 'plain' not allowed")
-    assert " 20% Checking bundle failed." in proc.stdout.splitlines()
+    assert " 10% Checking bundle failed." in proc.stdout.splitlines()
 
 
 def test_untrusted_signature(target: Target) -> None:
@@ -355,7 +356,7 @@ def test_untrusted_signature(target: Target) -> None:
                   target.pki.other_keyring, bundle)
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[-1].startswith("LastError: ")
-    assert " 20% Verifying signature failed." in proc.stdout.splitlines()
+    assert " 10% Verifying signature failed." in proc.stdout.splitlines()
 
 
 def _custom_backend(target: Target) -> Path:
@@ -459,7 +460,7 @@ echo "img=$(basename $RAUC_IMAGE_NAME_2) tx=$RAUC_TRANSACTION_ID" >> {out}
                          files={"handler.sh": handler})
     proc = install(target, bundle, "--handler-args", "--extra 1", "--transaction-id", "tx-1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert " 80% Launching update handler" in proc.stdout.splitlines()
+    assert " 40% Launching update handler" in proc.stdout.splitlines()
     assert out.read_text().splitlines() == ["args=--from-manifest --extra 1 slots=1 2 targets=2",
                                             "target=rootfs.1 boot=A", "img=rootfs.img tx=tx-1"]
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
@@ -514,3 +515,18 @@ def test_hook_out_of_the_bundle_is_not_run(target: Target) -> None:
     expect_failure(proc, bundle, f"Hook file '../../../../../../../../..{evil}' points outside the bundle")
     assert not marker.exists()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
+
+
+@pytest.mark.parametrize(("limit", "ok"), [("2024.1.0-rc.1+build.7", True), ("2024.1", True), ("2024.0.9", True),
+                                           ("2024.1.1", False), ("2025-rc.1+21000101", False)])
+def test_min_bundle_version_is_semver(target: Target, limit: str, ok: bool) -> None:
+    """min-bundle-version against the bundle's version=2024.1 with SemVer 2.0 precedence."""
+    write_conf(target, extra_system=f"min-bundle-version={limit}")
+    bundle = make_bundle(target, "v", {"rootfs": ("rootfs.img", b"v" * 4096)})
+    proc = install(target, bundle)
+    if ok:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return
+    expect_failure(proc, bundle, f"Version mismatch: Expected at least '{limit}' but bundle manifest has '2024.1'")
+    assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
+    assert install(target, bundle, "--ignore-version-limit").returncode == 0
