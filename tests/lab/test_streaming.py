@@ -25,6 +25,7 @@ import os
 import random
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,20 @@ def test_info_url_on_the_target(web: Web, dut: RaucTargetDriver) -> None:
     web.bundle("small", image, version="small", fmt="verity")
     out = dut.sh(f"rauc info {web.url('small.raucb')}", timeout=300)
     assert "Bundle Format:" in out and "verity" in out
+
+
+def test_mount_url_and_umount_releases_everything(web: Web, dut: RaucTargetDriver) -> None:
+    """``rauc mount URL`` leaves the bundle mounted on /dev/nbdN; ``umount`` later releases the dm
+    devices, disconnects the NBD device (DISCONNECT_ON_CLOSE) and ends the helper."""
+    out = dut.sh(f"rauc mount {web.url('small.raucb')}", timeout=300)
+    assert "Mounted bundle at /mnt/rauc/bundle. Use 'umount /mnt/rauc/bundle' to unmount." in out
+    assert dut.sh("test -s /mnt/rauc/bundle/rootfs.img && echo ok").strip() == "ok"
+    assert "connected" in dut.sh(NBD_CHECK)
+    dut.sh("umount /mnt/rauc/bundle")
+    deadline = time.monotonic() + 30          # deferred dm removal, then the kernel's disconnect
+    while dut.sh(NBD_CHECK).strip() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    _clean(dut)
 
 
 BAD_NETWORK = ["404", "416", "wrong-ca", "no-client-cert", "server-vanishes", "flipped-bytes", "switched-bundle"]
