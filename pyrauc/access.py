@@ -101,22 +101,23 @@ class BundleAccess:
         return dataclasses.replace(self, streaming=dataclasses.replace(self.streaming, info_headers=tuple(headers)))
 
     def open(self, path: str | Path, *, decrypt: bool = True, formats: Sequence[str] | None = None,
-             sandboxed: bool = True) -> Bundle:
+             sandboxed: bool = True, detached: bool = False) -> Bundle:
         """Open (decrypt, verify, load the manifest of) the bundle at ``path``, a file or a URL.
 
-        A streamed bundle must be closed (:meth:`pyrauc.bundle.Bundle.close`) to stop its stream.
+        A streamed bundle must be closed (:meth:`pyrauc.bundle.Bundle.close`) to stop its stream;
+        ``detached``: its helper will outlive this process (``rauc mount``).
         """
         from pyrauc import bundle
 
         allowed = formats if formats is not None else self.allowed_formats
         if isinstance(path, str) and is_url(path):
-            return self._open_remote(path, allowed, decrypt, sandboxed)
+            return self._open_remote(path, allowed, decrypt, sandboxed, detached)
         return bundle.open_bundle(path, keyring=self.keyring, verify=self.verify,
                                   key=self.key if decrypt else None, cert=self.cert,
                                   allowed_formats=allowed, max_signature_size=self.max_signature_size)
 
     def _open_remote(self, url: str, allowed: Sequence[str] | None, decrypt: bool,
-                     sandboxed: bool) -> Bundle:
+                     sandboxed: bool, detached: bool = False) -> Bundle:
         from pyrauc import bundle
 
         log.info("Remote URI detected, streaming bundle...")
@@ -129,7 +130,7 @@ class BundleAccess:
             if sandboxed:
                 from pyrauc.nbd import NbdSource
 
-                source = NbdSource(url, self.streaming)
+                source = NbdSource(url, self.streaming, detached=detached)
             else:
                 source = stream.HttpSource(url, self.streaming)
         except stream.StreamError as e:

@@ -150,7 +150,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     access = bundle_access(args, config)
     if is_url(source):
         access = access.with_info_headers()
-    with access.open(source if is_url(source) else local_path(source)) as bundle:
+    with access.open(source if is_url(source) else local_path(source), detached=True) as bundle:
         prefix = args.mount or config.mountprefix
         target = mount.mount_bundle_persistent(bundle, prefix)
     out(f"Mounted bundle at {target}. Use 'umount {target}' to unmount.")

@@ -252,15 +252,18 @@ class Helper:
         self.info: ServerInfo | None = None
 
     @classmethod
-    def start(cls, options: StreamOptions) -> Helper:
-        """Start the helper process (as the sandbox user when root)."""
+    def start(cls, options: StreamOptions, *, detached: bool = False) -> Helper:
+        """Start the helper process (as the sandbox user when root). ``detached``: it will outlive
+        pyrauc (``rauc mount``), so it gets no stdout/stderr of ours (a caller waiting for them, such
+        as an SSH session, would wait for the helper too)."""
         log.info("starting the nbd server")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             env = {**os.environ, ENV: str(theirs.fileno())}
+            output = subprocess.DEVNULL if detached else None
             proc = subprocess.Popen([sys.executable, "-m", "pyrauc.nbd"], env=env, pass_fds=(theirs.fileno(),),
-                                    stdin=subprocess.DEVNULL, cwd="/", start_new_session=True,
-                                    **_sandbox(options.sandbox_user))
+                                    stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd="/",
+                                    start_new_session=True, **_sandbox(options.sandbox_user))
         except OSError as e:
             ours.close()
             raise NbdError(f"failed to start streaming subprocess: {e.strerror}") from e
@@ -354,10 +357,10 @@ class Helper:
 class NbdSource:
     """A remote bundle read through the helper: ``url``, ``size``, ``read()``, ``close()`` (bundle.RemoteSource)."""
 
-    def __init__(self, url: str, options: StreamOptions) -> None:
+    def __init__(self, url: str, options: StreamOptions, *, detached: bool = False) -> None:
         self.url = stream.redact(url)
         self.options = options
-        self.helper = Helper.start(options)
+        self.helper = Helper.start(options, detached=detached)
         try:
             self.info = self.helper.configure(url, options)
         except BaseException:
