@@ -19,8 +19,9 @@ from u64, len u32``; reply ``magic 0x67446698, error u32, handle``, then ``len``
 with error 0. Types: READ (0), DISC (2), and pyrauc's private CONFIGURE (0x1000) whose payload and
 reply are JSON (RAUC uses a GVariant there; only the kernel-facing part must be exact). READs are
 answered by a pool of threads, each with its own keep-alive HTTP connection, in completion order
-(the kernel keeps several requests in flight). A failed READ is answered with EIO (5); the kernel's
-read fails and so does the install.
+(the kernel keeps several requests in flight); adjacent READs that arrive together (readahead) are
+fetched with one Range request (:func:`merge_reads`), which halves the helper's work per byte. A
+failed READ is answered with EIO (5); the kernel's read fails and so does the install.
 
 Kernel side (:func:`kernel_device`): generic netlink family ``nbd``, NBD_CMD_CONNECT with size,
 block size 4096, timeout 300 s, server flags 0 and the socket; the kernel picks /dev/nbdN. The
@@ -39,6 +40,7 @@ import json
 import logging
 import os
 import pwd
+import select
 import signal
 import socket
 import struct
@@ -72,6 +74,7 @@ KERNEL_TIMEOUT = 300
 WORKERS = 8                          # READs answered at once (one HTTP connection each)
 STOP_TIMEOUT = 30.0
 MAX_REQUEST = 32 << 20               # a READ larger than this is a protocol error
+MERGE_LIMIT = 4 << 20                # adjacent READs fetched with one Range request, up to this many bytes
 PROGRESS_INTERVAL = 10.0             # seconds between the helper's download progress lines
 
 
@@ -125,27 +128,40 @@ class NbdServer:
                 self.client.close()
 
     def _loop(self, pool: ThreadPoolExecutor) -> None:
+        reads: list[tuple[bytes, int, int]] = []      # READs that arrived together, not yet submitted
         while True:
+            if reads and not select.select([self.sock], [], [], 0)[0]:
+                self._submit(pool, reads)             # nothing more is waiting: fetch what came
+                reads = []
             header = _recv_exact(self.sock, REQUEST.size)
             if not header:
                 log.info("nbd server: socket closed")
+                self._submit(pool, reads)
                 return
             magic, kind, handle, offset, length = REQUEST.unpack(header)
             kind &= 0xFFFF                # the upper half carries command flags (none for READ)
             if magic != REQUEST_MAGIC:
                 raise NbdError("nbd server received bad request magic")
+            if kind == CMD_READ:
+                if self.client is None or length > MAX_REQUEST:
+                    self._reply(handle, EIO)
+                else:
+                    reads.append((handle, offset, length))
+                continue
+            self._submit(pool, reads)
+            reads = []
             if kind == CMD_DISC:
                 log.info("nbd server received disconnect request")
                 return
             if kind == CMD_CONFIGURE:
                 self._configure(handle, _recv_exact(self.sock, length))
-            elif kind == CMD_READ:
-                if self.client is None or length > MAX_REQUEST:
-                    self._reply(handle, EIO)
-                    continue
-                pool.submit(self._read, handle, offset, length)
             else:
                 raise NbdError("nbd server received bad request type")
+
+    def _submit(self, pool: ThreadPoolExecutor, reads: list[tuple[bytes, int, int]]) -> None:
+        """One HTTP request per run of adjacent READs (the kernel's readahead sends them together)."""
+        for run in merge_reads(reads):
+            pool.submit(self._read, run)
 
     def _configure(self, handle: bytes, payload: bytes) -> None:
         result: dict[str, Any] = {}
@@ -167,20 +183,23 @@ class NbdServer:
         data = json.dumps(result).encode()
         self._reply(handle, 0, struct.pack("=I", len(data)) + data)
 
-    def _read(self, handle: bytes, offset: int, length: int) -> None:
+    def _read(self, run: list[tuple[bytes, int, int]]) -> None:
+        """Fetch a run of adjacent READs with one Range request and answer each (EIO to all on failure)."""
         assert self.client is not None
+        first, end = run[0][1], run[-1][1] + run[-1][2]
         try:
-            data = self.client.read(offset, length)
-        except StreamError as e:
-            log.warning(f"nbd server: reading {length} bytes at {offset} failed: {e}")
-            self._reply(handle, EIO)
-            return
-        except Exception:             # never leave the kernel waiting for an answer
-            log.exception("nbd server: unexpected error")
-            self._reply(handle, EIO)
+            data = self.client.read(first, end - first)
+        except Exception as e:             # never leave the kernel waiting for an answer
+            if isinstance(e, StreamError):
+                log.warning(f"nbd server: reading {end - first} bytes at {first} failed: {e}")
+            else:
+                log.exception("nbd server: unexpected error")
+            for handle, _offset, _length in run:
+                self._reply(handle, EIO)
             return
         try:
-            self._reply(handle, 0, data)
+            for handle, offset, length in run:
+                self._reply(handle, 0, data[offset - first:offset - first + length])
         except OSError as e:
             log.warning(f"nbd server: cannot send the reply: {e.strerror}")
         self._progress()
@@ -197,6 +216,20 @@ class NbdServer:
         rate = done / (now - self._started) / (1 << 20)
         log.info(f"nbd server: downloaded {done / (1 << 20):.1f} MiB ({share:.1f}% of the bundle), "
                  f"{rate:.1f} MiB/s")
+
+
+def merge_reads(reads: list[tuple[bytes, int, int]], limit: int = MERGE_LIMIT) -> list[list[tuple[bytes, int, int]]]:
+    """``(handle, offset, length)`` READs grouped into runs of adjacent ranges of at most ``limit`` bytes."""
+    runs: list[list[tuple[bytes, int, int]]] = []
+    for read in sorted(reads, key=lambda r: r[1]):
+        if runs:
+            last = runs[-1]
+            end = last[-1][1] + last[-1][2]
+            if read[1] == end and end + read[2] - last[0][1] <= limit:
+                last.append(read)
+                continue
+        runs.append([read])
+    return runs
 
 
 def _no_new_privs() -> None:
