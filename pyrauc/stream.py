@@ -12,7 +12,8 @@ A streamed bundle is never downloaded whole: every read of its bytes becomes one
 * data requests carry the custom headers only. Success is status 206 with exactly the requested
   bytes. 404 fails at once; any other failure (connection, timeout, HTTP >= 400, short or long body)
   is retried 5 times, 1 s apart, then fails; a 2xx/3xx other than 206 fails at once;
-* basic auth comes from the URL (``https://user:password@host/...``); ``http_proxy``/``https_proxy``
+* basic auth comes from the URL (``https://user:password@host/...``) or ``~/.netrc``;
+  ``http_proxy``/``https_proxy``
   (and ``no_proxy``) from the environment; TLS from :class:`StreamOptions` (client certificate and
   key files, a CA file instead of the system store, or no verification).
 
@@ -325,6 +326,21 @@ def _ssl_context(options: StreamOptions) -> ssl.SSLContext:
     return ctx
 
 
+def _netrc(host: str | None) -> tuple[str, str] | None:
+    """Login and password for ``host`` from ``~/.netrc`` (optional, as libcurl's CURL_NETRC_OPTIONAL)."""
+    import netrc
+
+    if not host:
+        return None
+    try:
+        entry = netrc.netrc().authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return None
+    if entry is None or not entry[0]:
+        return None
+    return entry[0], entry[2] or ""
+
+
 def _proxy_for(url: str) -> str | None:
     """The proxy of ``url`` from lower-case ``http_proxy``/``https_proxy`` (libcurl ignores HTTP_PROXY),
     unless ``no_proxy`` excludes its host."""
@@ -354,11 +370,12 @@ class HttpRangeClient:
         self.options = options
         self.stats = stats or Stats()
         self._auth: dict[str, str] = {}
-        if parts.username is not None:
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        credentials = ((urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+                       if parts.username is not None else _netrc(parts.hostname))
+        if credentials is not None:
+            token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
             self._auth = {"Authorization": f"Basic {token}"}
+        if parts.username is not None:
             host = parts.hostname or ""
             if ":" in host:
                 host = f"[{host}]"

@@ -636,3 +636,15 @@ def test_adjacent_reads_in_flight_share_one_request(site: Site) -> None:
     data_requests = [r for r in site.nginx.requests() if "blob.bin" in r["request"]][1:]
     assert sum(r["bytes"] for r in data_requests) == 16 * 65536
     assert len(data_requests) < 16
+
+
+def test_basic_auth_from_netrc(site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc_file = tmp_path / ".netrc"
+    netrc_file.write_text(f"machine 127.0.0.1 login {USER} password {PASSWORD}\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    client = stream.HttpRangeClient(site.url("blob.bin", location="auth/"), StreamOptions())
+    assert client.probe().size == 1 << 20
+    monkeypatch.setenv("HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(stream.ProbeError, match="unauthorized: unexpected HTTP response code 401"):
+        stream.HttpRangeClient(site.url("blob.bin", location="auth/"), StreamOptions()).probe()
