@@ -5,9 +5,9 @@
   of labs/qemu.yaml (labs.lab.export_env). Under pytest-xdist every worker has its own
   subdirectory (results/<timestamp>/gw0/ ...: VM files, console log), so nothing collides; two
   sessions at once get two timestamped directories.
-* pytest_collection_modifyitems: under pytest-xdist (``-n N --dist loadgroup``) each lab module
-  is one group (it shares one target) and the host suites are one group, which keeps them
-  serial in one worker as without xdist.
+* pytest-xdist (``-n N --dist loadgroup``): each lab module is one work unit (it shares one
+  target) and the host suites are one unit (serial in one worker, as without xdist); the units
+  with the largest budget are handed out first (LabScheduling, pytest_collection_modifyitems).
 * pytest_runtest_setup: without --lg-env, skip tests that use the ``strategy`` fixture before
   labgrid's own hook trips over the missing environment.
 * pytest_terminal_summary: summary.txt with every lab test (outcome, duration), each suite's wall
@@ -28,6 +28,11 @@ import pytest
 from labgrid.pytestplugin.hooks import LABGRID_ENV_KEY
 
 from labs import lab
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:                    # pytest-xdist is optional: without it there is one target
+    LoadScopeScheduling = None
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = pytest.StashKey[Path]()
@@ -105,15 +110,46 @@ def pytest_configure(config: pytest.Config) -> None:
     lab.export_env(d)
 
 
-def _xdist_group(item: pytest.Item) -> str:
-    path = item.nodeid.split("::", 1)[0]
+def _group(nodeid: str) -> str:
+    """The xdist work unit of a test: its lab module (one target), or all host suites together."""
+    path = _plain(nodeid).split("::", 1)[0]
     return path if path.startswith("tests/lab/") else "host-suites"
 
 
+def _weight(group: str) -> float:
+    """Expected seconds of a work unit (its budget): the longest ones are handed out first."""
+    if group == "host-suites":
+        return BUDGET["tests/unit"] + BUDGET["tests/interop"]
+    return BUDGET.get(group, 120.0)
+
+
+@pytest.hookimpl(tryfirst=True)        # before xdist's worker turns the marks into nodeid suffixes
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "loadgroup":
+    # (xdist workers collect; xdist sets option.loadgroup there for --dist loadgroup)
+    if getattr(config.option, "loadgroup", False):
+        items.sort(key=lambda item: -_weight(_group(item.nodeid)))      # stable: file order within a unit
         for item in items:
-            item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+            item.add_marker(pytest.mark.xdist_group(_group(item.nodeid)))
+
+
+if LoadScopeScheduling is not None:
+    class LabScheduling(LoadScopeScheduling):
+        """--dist loadgroup with the lab's units, taken from the node ids (see :func:`_group`).
+
+        (pytest-xdist 3.8 marks a group by rewriting ``item._nodeid``, which pytest 9 no longer
+        has: its own loadgroup scheduling silently splits modules there.)
+        """
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if LoadScopeScheduling is None or config.getoption("dist") != "loadgroup":
+        return None
+    config.option.loadscopereorder = False      # keep the collection order: longest units first
+    return LabScheduling(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -136,9 +172,14 @@ def record_module(config: pytest.Config, module: str, how: str, seconds: float) 
         reporter.write_line(f"\nlab: {module}: target {how} in {seconds:.1f} s")
 
 
+def _plain(nodeid: str) -> str:
+    """NODEID without the ``@group`` suffix pytest-xdist adds under --dist loadgroup."""
+    return nodeid.split("@", 1)[0] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
+
+
 def _suite(nodeid: str) -> str:
     """tests/lab/test_x.py for lab tests, tests/<dir> for the others."""
-    path = nodeid.split("::", 1)[0]
+    path = _plain(nodeid).split("::", 1)[0]
     if path.startswith("tests/lab/"):
         return path
     parts = path.split("/")
@@ -197,7 +238,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     reports: list[Any] = []
     for category, stats in terminalreporter.stats.items():   # "" holds the passed setup/teardown reports
         for report in stats:
-            nodeid = getattr(report, "nodeid", "")
+            nodeid = _plain(getattr(report, "nodeid", ""))
             if not nodeid.startswith("tests/") or not hasattr(report, "when"):
                 continue
             reports.append(report)

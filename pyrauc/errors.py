@@ -7,9 +7,20 @@ The CLI prints that line and exits 1; nothing else is caught there.
 
 from __future__ import annotations
 
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r", "\x0b": "\\v", "\x0c": "\\f",
+                              "\x1c": "\\x1c", "\x1d": "\\x1d", "\x1e": "\\x1e", "\x85": "\\x85",
+                              "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
 
 class RaucError(Exception):
-    """Base class: a user-facing failure with a one-line message."""
+    """Base class: a user-facing failure with a one-line message.
+
+    Messages repeat values from untrusted input (file names, digests, keys of a manifest); a line
+    break among them is shown escaped ("\\n"), so the message stays one line.
+    """
+
+    def __str__(self) -> str:
+        return super().__str__().translate(_LINE_BREAKS)
 
     def prefixed(self, prefix: str) -> RaucError:
         """Return an error of the same type whose message starts with ``prefix``."""

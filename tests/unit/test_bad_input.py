@@ -102,6 +102,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> World:
     p["mf_no_compat"] = _content(d, "c-nocompat", tweak=lambda c: _manifest(c, "[update]\nversion=1\n"))
     p["mf_slash"] = _content(d, "c-mfslash", tweak=lambda c: _manifest(
         c, "[update]\ncompatible=x\n[image.rootfs]\nfilename=../rootfs.img\n"))
+    p["mf_newline"] = _content(d, "c-newline", tweak=lambda c: _manifest(
+        c, "[update]\ncompatible=x\n[image.rootfs]\nfilename=bad\\nname\\r.img\n"))
     p["mf_min_rauc"] = _content(d, "c-minrauc", tweak=lambda c: _manifest(
         c, "[update]\ncompatible=x\nmin-rauc-version=99.0\n[image.rootfs]\nfilename=rootfs.img\n"))
     p["mf_adaptive"] = _content(d, "c-adaptive", tweak=lambda c: (
@@ -229,6 +231,8 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
      "re:^Failed to create bundle: .*compatible"),
     ("bundle-image-slash", ("bundle", "--cert={cert}", "--key={key}", "{mf_slash}", "{out}/b.raucb"),
      "re:^Failed to create bundle: .*must not contain '/'"),
+    ("bundle-newline-in-name", ("bundle", "--cert={cert}", "--key={key}", "{mf_newline}", "{out}/b.raucb"),
+     "re:^Failed to create bundle: image file 'bad\\\\nname\\\\r.img' for slot 'rootfs' does not exist"),
     ("bundle-min-rauc", ("bundle", "--cert={cert}", "--key={key}", "{mf_min_rauc}", "{out}/b.raucb"),
      "re:^Failed to create bundle: Minimum RAUC version in manifest \\(99.0\\) is newer"),
     ("bundle-adaptive", ("bundle", "--cert={cert}", "--key={key}", "{mf_adaptive}", "{out}/b.raucb"),
