@@ -139,7 +139,7 @@ class BundleAccess:
         if info is not None:
             log.info(f"received HTTP server info: total size {bundle.format_size_long(info.size)}")
         try:
-            return bundle.open_remote_bundle(source, keyring=self.keyring, verify=self.verify,
+            return bundle.open_bundle(source, keyring=self.keyring, verify=self.verify,
                                              key=self.key if decrypt else None, cert=self.cert,
                                              allowed_formats=allowed, max_signature_size=self.max_signature_size)
         except BaseException:

@@ -560,7 +560,7 @@ def _parsed(parse: Callable[[bytes], T], cms: bytes) -> T:
 
 
 def open_bundle(
-    path: Path | str,
+    source: Path | str | RemoteSource,
     *,
     keyring: Keyring | None,
     verify: bool = True,
@@ -569,49 +569,20 @@ def open_bundle(
     allowed_formats: Sequence[str] | None = None,
     max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE,
 ) -> Bundle:
-    """Open ``path``: read the framing, decrypt if needed, verify the signature, load the manifest.
+    """Open a bundle: read the framing, decrypt if needed, verify the signature, load the manifest.
 
+    ``source`` is a local file, or a :class:`RemoteSource` (a streamed bundle: its framing and CMS
+    are read from there, only verity and crypt bundles are accepted - dm-verity authenticates every
+    block read later - and the returned bundle owns the source, see :meth:`Bundle.close`).
     The payload itself is not checked here (see :func:`check_payload`), as in RAUC.
     """
-    path = Path(path)
-    size, cms = read_framing(path, max_signature_size)
-    return _open_framed(path, size, cms, keyring=keyring, verify=verify, key=key, cert=cert,
-                        allowed_formats=allowed_formats)
-
-
-def open_remote_bundle(
-    source: RemoteSource,
-    *,
-    keyring: Keyring | None,
-    verify: bool = True,
-    key: str | None = None,
-    cert: str | None = None,
-    allowed_formats: Sequence[str] | None = None,
-    max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE,
-) -> Bundle:
-    """Open a streamed bundle: framing and CMS read from ``source``, then as :func:`open_bundle`.
-
-    Only verity and crypt bundles can be streamed (dm-verity authenticates every block read later);
-    the returned bundle owns ``source`` (:meth:`Bundle.close`).
-    """
-    size, cms = read_remote_framing(source, max_signature_size)
-    return _open_framed(Path(source.url), size, cms, keyring=keyring, verify=verify, key=key, cert=cert,
-                        allowed_formats=allowed_formats, source=source)
-
-
-def _open_framed(
-    path: Path,
-    size: int,
-    cms: bytes,
-    *,
-    keyring: Keyring | None,
-    verify: bool,
-    key: str | None,
-    cert: str | None,
-    allowed_formats: Sequence[str] | None,
-    source: RemoteSource | None = None,
-) -> Bundle:
-    """Decrypt, verify and load the manifest of a bundle whose framing was read."""
+    remote: RemoteSource | None = None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        size, cms = read_framing(path, max_signature_size)
+    else:
+        remote, path = source, Path(source.url)
+        size, cms = read_remote_framing(source, max_signature_size)
     kind = _parsed(signature.cms_type, cms)
     encrypted = False
     sigdata = cms
@@ -635,7 +606,7 @@ def _open_framed(
 
     content = _parsed(signature.cms_content, sigdata)
     detached = content is None
-    if detached and source is not None:
+    if detached and remote is not None:
         raise BundleError("Bundle format 'plain' not supported in streaming mode")
     verified: Verified | None = None
     if verify:
@@ -671,7 +642,7 @@ def _open_framed(
         raise BundleError("Invalid bundle format: encrypted signature for non-crypt bundle")
     if allowed_formats is not None and manifest.bundle_format not in allowed_formats:
         raise BundleError(f"Bundle format '{manifest.bundle_format}' not allowed")
-    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted, content_key, source)
+    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted, content_key, remote)
 
 
 def check_payload(bundle: Bundle, progress: Progress | None = None) -> None:
