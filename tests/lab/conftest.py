@@ -61,13 +61,22 @@ def strategy(lab_run: Path, target: Any) -> Any:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def lab_module(request: pytest.FixtureRequest, strategy: Any) -> Iterator[None]:
-    """A pristine target for every module: the snapshot loaded again (the first module: the fresh boot)."""
+def lab_module(request: pytest.FixtureRequest, strategy: Any) -> Iterator[list[str]]:
+    """A pristine target for every module: the snapshot loaded again (the first module: the fresh boot).
+
+    Yields the run-log line saying how the target started, until the module's first test takes it.
+    """
     strategy.transition("restored")
     how, seconds = strategy.last_start
-    pytest_lab.record_module(request.config, request.node.nodeid, how, seconds)
-    yield
+    yield [pytest_lab.record_module(request.config, request.node.nodeid, how, seconds)]
     strategy.force("shell")        # used: the next module needs the snapshot again
+
+
+@pytest.fixture(autouse=True)
+def lab_module_note(request: pytest.FixtureRequest, lab_module: list[str]) -> None:
+    """The module's first test carries how its target started (run log, junit.xml)."""
+    while lab_module:
+        request.node.user_properties.append((pytest_lab.LAB_TARGET_PROPERTY, lab_module.pop()))
 
 
 @pytest.fixture
