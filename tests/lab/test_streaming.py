@@ -46,7 +46,7 @@ TIMEOUT = 1800
 BLOCK = 4096
 # a connected NBD device has a size; helpers left behind would show in ps
 NBD_CHECK = ("for f in /sys/block/nbd*/size; do [ \"$(cat $f)\" != 0 ] && echo \"connected: $f\"; done; "
-             "pgrep -af 'pyrauc.nbd' || true")
+             "pgrep -af '[p]yrauc[.]nbd' || true")
 pytestmark = [pytest.mark.lg_feature("uefi-vars"), pytest.mark.timeout(7200)]
 
 
