@@ -55,6 +55,7 @@ BUDGET = {
     "tests/lab/test_target_install.py": 240.0,
     "tests/lab/test_tutorial.py": 480.0,
     "tests/lab/test_power_cut.py": 1200.0,
+    "tests/lab/test_streaming.py": 600.0,
     "tests/lab/test_farm.py": 120.0,
     "tests/lab": 1500.0,
     "tests/unit": 600.0,
