@@ -14,7 +14,7 @@ import pytest
 from tests.helpers.pki import Pki, make_pki
 
 # the lab plugin must set its LG_* variables before labgrid loads the env file
-pytest_plugins = ["labs.pytest_lab"]
+pytest_plugins = ["labs.pytest_lab", "labs.pytest_farm"]
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ Nothing is asserted; the numbers are printed, with pyrauc/rauc ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import re
@@ -30,9 +31,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import ROOT
 from tests.helpers.bundles import pyrauc
@@ -86,13 +89,16 @@ def _scratch_disk(work: Path, files: dict[str, Path]) -> Path:
     return disk
 
 
-def _measure(variant: str, disk: Path, key: Path | None, cert: Path | None, size: int) -> Run:
+@contextlib.contextmanager
+def lab_target(variant: str, disk: Path, prefix: str) -> Iterator[Any]:
+    """The booted lab target (image of ``variant``) with ``disk`` as a second, read-only virtio disk;
+    yields the strategy (its ``ssh`` runs commands); powered off and cleaned up afterwards."""
     from labgrid import Environment
 
     from labs import lab
 
     os.environ["PYRAUC_LAB_RAUC"] = variant
-    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-install-{variant}-", dir=ROOT / "results"))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{prefix}-{variant}-", dir=ROOT / "results"))
     lab.export_env(run_dir)
     os.environ["LG_QEMU_EXTRA_ARGS"] += f" -drive if=virtio,format=raw,readonly=on,file={disk}"
     print(lab.prepare(run_dir), flush=True)
@@ -102,6 +108,16 @@ def _measure(variant: str, disk: Path, key: Path | None, cert: Path | None, size
     strategy = target.get_driver("PyraucLabStrategy")
     try:
         strategy.transition("shell")
+        yield strategy
+    finally:
+        strategy.transition("off")
+        env.cleanup()
+        lab.cleanup(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _measure(variant: str, disk: Path, key: Path | None, cert: Path | None, size: int) -> Run:
+    with lab_target(variant, disk, "bench-install") as strategy:
         ssh = strategy.ssh
         if key is not None and cert is not None:
             ssh.put(str(key), "/etc/rauc/crypt-key.pem")
@@ -143,11 +159,6 @@ def _measure(variant: str, disk: Path, key: Path | None, cert: Path | None, size
         if rc != 0:
             raise SystemExit(f"{variant}: slot content differs from the image: {same}")
         return Run(variant, version, dd_s, install_s, int(m.group(2)), read_path_s)
-    finally:
-        strategy.transition("off")
-        env.cleanup()
-        lab.cleanup(run_dir)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main() -> None:

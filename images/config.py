@@ -59,6 +59,11 @@ WantedBy=multi-user.target
 """
 
 
+# Streaming installs hand a socket to the kernel's NBD driver (generic netlink family "nbd"): the module
+# is loaded at boot, as a board's kernel would have CONFIG_BLK_DEV_NBD built in.
+NBD_MODULES = "nbd\n"
+
+
 def _write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     """Write a new file (unlink first: the tree may hard-link the cached base rootfs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +87,7 @@ def write_target_config(root: Path, keyring: Path, ssh_pubkey: Path) -> list[Pat
         out.append(root / rel)
 
     w("etc/rauc/system.conf", SYSTEM_CONF)
+    w("etc/modules-load.d/nbd.conf", NBD_MODULES)
     w("etc/rauc/keyring.pem", keyring.read_bytes())
     w("etc/systemd/system/rauc-mark-good.service", MARK_GOOD_UNIT)
     link = root / "etc/systemd/system/multi-user.target.wants/rauc-mark-good.service"
@@ -97,4 +103,4 @@ def write_target_config(root: Path, keyring: Path, ssh_pubkey: Path) -> list[Pat
 
 def config_inputs() -> list[str]:
     """Texts that define this stage (part of the slot images' cache key)."""
-    return [SYSTEM_CONF, MARK_GOOD_UNIT, "authorized_keys", "usr/local/bin/{rauc,pyrauc}"]
+    return [SYSTEM_CONF, MARK_GOOD_UNIT, NBD_MODULES, "authorized_keys", "usr/local/bin/{rauc,pyrauc}"]

@@ -57,9 +57,12 @@ BUDGET = {
     "tests/lab/test_power_cut.py": 1200.0,
     # the grub device (labs/qemu-grub.yaml, its own session): test_tutorial.py as above, and its own checks
     "tests/lab/test_grub_device.py": 240.0,      # two reboots; measured 214 s with the first boot
+    "tests/lab/test_streaming.py": 600.0,
+    "tests/lab/test_farm.py": 120.0,
     "tests/lab": 1500.0,
     "tests/unit": 600.0,
     "tests/interop": 300.0,
+    "tests/farm": 120.0,         # place locking on a labgrid coordinator (no QEMU)
     "total": 1800.0,
 }
 
@@ -132,7 +135,7 @@ def _group(nodeid: str) -> str:
 def _weight(group: str) -> float:
     """Expected seconds of a work unit (its budget): the longest ones are handed out first."""
     if group == "host-suites":
-        return BUDGET["tests/unit"] + BUDGET["tests/interop"]
+        return BUDGET["tests/unit"] + BUDGET["tests/interop"] + BUDGET["tests/farm"]
     return BUDGET.get(group, 120.0)
 
 

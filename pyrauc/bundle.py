@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from cryptography import x509
 
@@ -443,6 +443,7 @@ class Bundle:
     verified: Verified | None
     encrypted: bool = False
     content_key: bytes | None = dataclasses.field(default=None, repr=False)   # of the EnvelopedData
+    source: RemoteSource | None = None     # a streamed bundle: where its bytes come from
 
     def opened_envelope(self) -> envelope.Opened:
         """The decrypted EnvelopedData (SignedData and content-encryption key), to re-encrypt."""
@@ -455,6 +456,22 @@ class Bundle:
         return self.manifest.bundle_format
 
     @property
+    def location(self) -> str:
+        """The URL of a streamed bundle, else its path."""
+        return self.source.url if self.source is not None else str(self.path)
+
+    def close(self) -> None:
+        """Release what reading the bundle needs (a streamed bundle: its HTTP client or NBD helper)."""
+        if self.source is not None:
+            self.source.close()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
     def squashfs_size(self) -> int:
         """Size of the (possibly encrypted) squashfs part of the payload."""
         if self.detached:
@@ -462,7 +479,48 @@ class Bundle:
         return self.size - (self.manifest.verity_size or 0)
 
     def __repr__(self) -> str:
-        return f"Bundle(path={self.path!s}, format={self.format}, size={self.size}, encrypted={self.encrypted})"
+        return f"Bundle(path={self.location}, format={self.format}, size={self.size}, encrypted={self.encrypted})"
+
+
+class RemoteSource(Protocol):
+    """The bytes of a bundle on a server (:class:`pyrauc.stream.HttpSource`, :class:`pyrauc.nbd.NbdSource`)."""
+
+    url: str          # for messages (no password)
+    size: int         # the bundle file's size
+
+    def read(self, offset: int, length: int) -> bytes: ...
+    def close(self) -> None: ...
+
+
+STREAMING_FAQ = "https://rauc.readthedocs.io/en/latest/faq.html#what-causes-a-payload-size-that-is-not-a-multiple-of-4kib"
+
+
+def read_remote_framing(source: RemoteSource, max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE
+                        ) -> tuple[int, bytes]:
+    """``(payload_size, cms)`` of a streamed bundle: the last 8 bytes, then the CMS (RAUC's messages)."""
+    size = source.size
+    prefix = "Invalid bundle format: "
+    if size < 8:
+        raise BundleError(f"{prefix}Bundle size ({size}) is too small")
+    try:
+        sigsize = int.from_bytes(source.read(size - 8, 8), "big")
+    except RaucError as e:
+        raise BundleError(f"{prefix}Failed to read signature size from bundle: {e}") from e
+    if sigsize == 0:
+        raise BundleError(f"{prefix}Signature size is 0")
+    if sigsize > size - 8:
+        raise BundleError(f"{prefix}Signature size ({sigsize}) exceeds bundle size")
+    if sigsize > max_signature_size:
+        raise BundleError(f"{prefix}Signature size ({sigsize}) exceeds max-bundle-signature-size "
+                          f"({max_signature_size})")
+    payload_size = size - 8 - sigsize
+    if payload_size % verity.BLOCK_SIZE:
+        raise BundleError(f"{prefix}Payload size ({payload_size}) is not a multiple of 4KiB. See {STREAMING_FAQ}")
+    try:
+        cms = source.read(payload_size, sigsize)
+    except RaucError as e:
+        raise BundleError(f"{prefix}Failed to read signature from bundle: {e}") from e
+    return payload_size, cms
 
 
 def read_framing(path: Path, max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE) -> tuple[int, bytes]:
@@ -502,7 +560,7 @@ def _parsed(parse: Callable[[bytes], T], cms: bytes) -> T:
 
 
 def open_bundle(
-    path: Path | str,
+    source: Path | str | RemoteSource,
     *,
     keyring: Keyring | None,
     verify: bool = True,
@@ -511,12 +569,20 @@ def open_bundle(
     allowed_formats: Sequence[str] | None = None,
     max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZE,
 ) -> Bundle:
-    """Open ``path``: read the framing, decrypt if needed, verify the signature, load the manifest.
+    """Open a bundle: read the framing, decrypt if needed, verify the signature, load the manifest.
 
+    ``source`` is a local file, or a :class:`RemoteSource` (a streamed bundle: its framing and CMS
+    are read from there, only verity and crypt bundles are accepted - dm-verity authenticates every
+    block read later - and the returned bundle owns the source, see :meth:`Bundle.close`).
     The payload itself is not checked here (see :func:`check_payload`), as in RAUC.
     """
-    path = Path(path)
-    size, cms = read_framing(path, max_signature_size)
+    remote: RemoteSource | None = None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        size, cms = read_framing(path, max_signature_size)
+    else:
+        remote, path = source, Path(source.url)
+        size, cms = read_remote_framing(source, max_signature_size)
     kind = _parsed(signature.cms_type, cms)
     encrypted = False
     sigdata = cms
@@ -540,6 +606,8 @@ def open_bundle(
 
     content = _parsed(signature.cms_content, sigdata)
     detached = content is None
+    if detached and remote is not None:
+        raise BundleError("Bundle format 'plain' not supported in streaming mode")
     verified: Verified | None = None
     if verify:
         if keyring is None or (keyring.path is None and keyring.directory is None):
@@ -574,7 +642,7 @@ def open_bundle(
         raise BundleError("Invalid bundle format: encrypted signature for non-crypt bundle")
     if allowed_formats is not None and manifest.bundle_format not in allowed_formats:
         raise BundleError(f"Bundle format '{manifest.bundle_format}' not allowed")
-    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted, content_key)
+    return Bundle(path, size, cms, sigdata, manifest, detached, verified, encrypted, content_key, remote)
 
 
 def check_payload(bundle: Bundle, progress: Progress | None = None) -> None:

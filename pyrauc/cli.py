@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -41,6 +40,7 @@ from pyrauc.cli_common import (
 )
 from pyrauc.errors import RaucError
 from pyrauc.goption import Group, Option
+from pyrauc.logformat import setup_logging
 from pyrauc.progress import TerminalProgress
 
 if TYPE_CHECKING:
@@ -124,22 +124,33 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     (source,) = positionals(args, "A file name must be provided")
     from pyrauc import info
+    from pyrauc.access import is_url
+    from pyrauc.stream import redact
 
     if args.output_format is None:
         args.output_format = "readable"
     if args.output_format not in info.OUTPUT_FORMATS:
         raise UsageError(f"Unknown output format: '{args.output_format}'")
-    path = _existing(source)
     access = bundle_access(args, host_config(args))
-    log.info("Reading bundle: %s", path)
-    b = access.open(path)
-    sys.stdout.write(info.format_info(b, args.output_format, color=sys.stdout.isatty(), dump_cert=args.dump_cert,
-                                      dump_recipients=args.dump_recipients))
+    if is_url(source):
+        # user space: the framing and the CMS with Range requests (no helper, no NBD, no root)
+        path = source
+        access = access.with_info_headers()
+    else:
+        path = _existing(source)
+    log.info("Reading bundle: %s", redact(path))
+    with access.open(path, sandboxed=False) as b:
+        sys.stdout.write(info.format_info(b, args.output_format, color=sys.stdout.isatty(),
+                                          dump_cert=args.dump_cert, dump_recipients=args.dump_recipients))
     return 0
 
 
 def _existing(source: str) -> str:
-    """The local bundle path of ``source`` (relative paths made absolute), which must exist."""
+    """The local bundle path of ``source`` (relative paths made absolute), which must exist; a URL is
+    refused as RAUC refuses it for commands that check or copy the whole payload."""
+    from pyrauc.access import refuse_remote
+
+    refuse_remote(source)
     path = os.path.abspath(local_path(source))
     if not os.path.exists(path):
         raise RaucError(f"No such file: {path}")
@@ -159,11 +170,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_extract_signature(args: argparse.Namespace) -> int:
     from pyrauc import bundle
+    from pyrauc.access import is_url
 
     source, outsig = positionals(args, "An input bundle must be provided",
                                  "An output signature file must be provided")
-    b = bundle_access(args, host_config(args)).open(_existing(source))
-    bundle.extract_signature(b, outsig)
+    access = bundle_access(args, host_config(args))
+    with access.open(source if is_url(source) else _existing(source), sandboxed=False) as b:
+        bundle.extract_signature(b, outsig)
     return 0
 
 
@@ -362,30 +375,9 @@ def _parse(argv: Sequence[str], prog: str) -> tuple[Command, argparse.Namespace]
     return command, argparse.Namespace(**values, args=rest, command=name, prog=prog)
 
 
-class GLibFormatter(logging.Formatter):
-    """Diagnostics as GLib's default log handler prints RAUC's (log domain "rauc"):
-    ``rauc-Message: 16:01:26.307: text``, ``(rauc:PID): rauc-WARNING **: ...``, ``rauc-DEBUG: ...``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
-        text = record.getMessage()
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        if record.levelno >= logging.WARNING:
-            return f"(rauc:{os.getpid()}): rauc-WARNING **: {stamp}: {text}"
-        if record.levelno >= logging.INFO:
-            return f"rauc-Message: {stamp}: {text}"
-        return f"rauc-DEBUG: {stamp}: {text}"
-
-
 def _setup_logging(debug: bool) -> None:
     """Diagnostics go to stderr in GLib's format; -d adds the debug ones."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(GLibFormatter())
-    root = logging.getLogger("pyrauc")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    root.propagate = False
+    setup_logging(debug)
     if debug:
         os.environ.setdefault("PYRAUC_DEBUG", "1")
         log.info("Debug log domains: 'rauc'")

@@ -20,6 +20,7 @@ from pyrauc import config
 from pyrauc.access import BundleAccess
 from pyrauc.errors import RaucError
 from pyrauc.goption import Option
+from pyrauc.stream import StreamOptions
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -108,6 +109,15 @@ def system_config(args: argparse.Namespace) -> config.SystemConfig:
     return conf
 
 
+def stream_options(args: argparse.Namespace, conf: config.SystemConfig | None) -> StreamOptions:
+    """``--tls-*`` and ``-H`` over system.conf's ``[streaming]`` (per item)."""
+    return StreamOptions.build(conf.streaming if conf is not None else None,
+                               tls_cert=getattr(args, "tls_cert", None), tls_key=getattr(args, "tls_key", None),
+                               tls_ca=getattr(args, "tls_ca", None),
+                               tls_no_verify=bool(getattr(args, "tls_no_verify", False)),
+                               headers=list(getattr(args, "http_header", None) or []))
+
+
 def bundle_access(args: argparse.Namespace, conf: config.SystemConfig | None, *, decrypt: bool = True,
                   verify: bool = True) -> BundleAccess:
     """The :class:`BundleAccess` of system.conf with this command line's options on top."""
@@ -116,7 +126,8 @@ def bundle_access(args: argparse.Namespace, conf: config.SystemConfig | None, *,
         key=getattr(args, "key", None) if decrypt else None,
         cert=getattr(args, "cert", None) if decrypt else None,
         verify=verify and not getattr(args, "no_verify", False),
-        no_check_time=getattr(args, "no_check_time", False))
+        no_check_time=getattr(args, "no_check_time", False),
+        streaming=stream_options(args, conf))
 
 
 def _unescape(text: str) -> str | None:

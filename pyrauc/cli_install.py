@@ -23,7 +23,7 @@ import termios
 from collections.abc import Callable
 from typing import TextIO
 
-from pyrauc.access import NO_STREAMING, is_url
+from pyrauc.access import is_url
 from pyrauc.cli_common import (
     DECRYPT_KEY,
     KEYRING,
@@ -34,6 +34,7 @@ from pyrauc.cli_common import (
     local_path,
     out,
     positionals,
+    stream_options,
     system_config,
 )
 from pyrauc.errors import RaucError
@@ -126,18 +127,17 @@ def _install_here(args: argparse.Namespace) -> int:
     config = system_config(args)
     (source,) = positionals(args, "A bundle filename name must be provided")
     if is_url(source):
-        out(f"LastError: {NO_STREAMING}")
-        err(f"Installing `{source}` failed")
-        return 1
-    path = os.path.abspath(local_path(source))
-    if not os.path.exists(path):
-        raise RaucError(f"No such file: {path}")
+        path = source
+    else:
+        path = os.path.abspath(local_path(source))
+        if not os.path.exists(path):
+            raise RaucError(f"No such file: {path}")
     emit = progress_printer(sys.stdout, bool(args.progress) and sys.stdout.isatty())
     install_args = InstallArgs(
         ignore_compatible=args.ignore_compatible, ignore_version_limit=args.ignore_version_limit,
         override_boot_slot=args.override_boot_slot, transaction_id=args.transaction_id,
         require_manifest_hash=args.require_manifest_hash, handler_args=args.handler_args,
-        keyring_path=args.keyring, mountprefix=args.mount)
+        keyring_path=args.keyring, mountprefix=args.mount, streaming=stream_options(args, config))
     return run_cli_install(path, install_args, config=config, emit=emit, err=err)
 
 
@@ -147,9 +147,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     config = system_config(args)
     (source,) = positionals(args, "A file name must be provided")
-    bundle = bundle_access(args, config).open(local_path(source))
-    prefix = args.mount or config.mountprefix
-    target = mount.mount_bundle_persistent(bundle, prefix)
+    access = bundle_access(args, config)
+    if is_url(source):
+        access = access.with_info_headers()
+    with access.open(source if is_url(source) else local_path(source), detached=True) as bundle:
+        prefix = args.mount or config.mountprefix
+        target = mount.mount_bundle_persistent(bundle, prefix)
     out(f"Mounted bundle at {target}. Use 'umount {target}' to unmount.")
     return 0
 

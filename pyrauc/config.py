@@ -126,6 +126,10 @@ class LogConfig:
     max_files: int | None = None       # files kept by the rotation (None: 10)
 
 
+#: ``[streaming] send-headers`` items (RAUC-* headers on the first request of a stream, see pyrauc.stream)
+SEND_HEADERS = ("boot-id", "machine-id", "system-version", "serial", "variant", "transaction-id", "uptime")
+
+
 @dataclass
 class ArtifactRepoConfig:
     """One ``[artifacts.<name>]`` group."""
@@ -485,6 +489,9 @@ class _Parser:
                 bootloader_custom_backend=self.path_(g, "bootloader-custom-backend"))
             kf.ensure_group_consumed(g)
         c.streaming = self._accept("streaming", ("sandbox-user", "tls-cert", "tls-key", "tls-ca", "send-headers"))
+        for item in c.streaming.get("send-headers", "").split(";"):
+            if item and item not in SEND_HEADERS:
+                raise ConfigError(f"Automatic HTTP header '{item}' not supported")
         c.casync = self._accept("casync", ("storepath", "tmppath", "install-args", "use-desync"))
         c.autoinstall = self._accept("autoinstall", ("path",))
         c.polling = self._accept("polling", ("url", "interval-sec", "max-interval-sec", "inhibit-files",

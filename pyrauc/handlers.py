@@ -95,6 +95,17 @@ class SlotInfo:
 
 
 @dataclass
+class AdaptiveJob:
+    """``adaptive=block-hash-index`` for one image: where the slot indexes are kept, and the seed slot."""
+
+    data_directory: str
+    target_digest: str | None = None     # sha256 of what the target slot holds (its status), if known
+    seed_name: str | None = None         # the active slot of the same class
+    seed_device: str | None = None
+    seed_digest: str | None = None
+
+
+@dataclass
 class ImageJob:
     """One image of the bundle and the slot it goes to."""
 
@@ -103,6 +114,7 @@ class ImageJob:
     slot: SlotInfo
     image_type: str = ""
     verified_by_dm: bool = False     # read through dm-verity (verity/crypt bundle): no second sha256 pass
+    adaptive: AdaptiveJob | None = None
 
     def __post_init__(self) -> None:
         if not self.image_type:
@@ -254,6 +266,58 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
         raise InstallError(f"Image {src.name} has checksum {actual}, manifest says {sha256}")
 
 
+#: slot and image types whose copy can be adaptive (RAUC: the handlers on its shared image writer)
+ADAPTIVE_SLOT_TYPES = frozenset({"ext4", "vfat", "raw"})
+ADAPTIVE_IMAGE_TYPES = frozenset({"ext4", "vfat", "raw", "squashfs"})
+
+
+def copy_adaptive(job: ImageJob, adaptive: AdaptiveJob, progress: Progress | None = None) -> bool:
+    """The adaptive copy of ``job`` (see :mod:`pyrauc.hash_index`); False after an error (the caller then
+    copies the whole image, as RAUC does)."""
+    from pyrauc import hash_index
+
+    slot = job.slot
+    log.info("Selected adaptive update method 'block-hash-index'")
+    total = int(job.image.size or 1)
+
+    def step(share: float) -> None:        # RAUC: 10 % for the target's index, 20 % with the seed's
+        if progress is not None:
+            progress(int(total * share), total)
+
+    def copying(done: int, size: int) -> None:
+        step(0.2 + 0.8 * done / max(size, 1))
+
+    try:
+        sources = hash_index.Sources()
+        sources.target_index = hash_index.slot_index(slot.device, adaptive.data_directory, slot.name,
+                                                     adaptive.target_digest)
+        hash_index.mark_unknown(adaptive.data_directory, slot.name)
+        step(0.1)
+        if adaptive.seed_device is None or adaptive.seed_name is None:
+            log.info(f"No active slot available to use as seed for {slot.name}")
+        else:
+            sources.seed_device = adaptive.seed_device
+            sources.seed_index = hash_index.slot_index(adaptive.seed_device, adaptive.data_directory,
+                                                       adaptive.seed_name, adaptive.seed_digest)
+        step(0.2)
+        index_path = job.path.with_name(job.path.name + ".block-hash-index")
+        index = (hash_index.HashIndex.load(index_path) if index_path.is_file()
+                 else hash_index.HashIndex.build(job.path))
+        stats = hash_index.adaptive_copy(job.path, index, slot.device, sources, progress=copying)
+    except (InstallError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        log.warning(f"Continuing after adaptive mode error: {reason}")
+        return False
+    log.info(f"adaptive copy of {job.path.name}: {stats.image_bytes} of {len(index) * hash_index.BLOCK} bytes read "
+             f"from the image, {stats.written_blocks} blocks written")
+    if job.image.sha256:
+        try:
+            hash_index.save_slot_index(index, adaptive.data_directory, slot.name, job.image.sha256)
+        except OSError as exc:
+            log.warning(f"Continuing after failure to write new hash index: {exc.strerror}")
+    return True
+
+
 def _run_tool(argv: list[str], what: str) -> None:
     try:
         res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
@@ -340,7 +404,8 @@ def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None 
     if method == "hook":
         run_slot_hook(job, henv, "install")
     elif method == COPY:
-        copy_image(job.path, job.slot.device, size=job.image.size, sha256=_check_digest(job), progress=progress)
+        if job.adaptive is None or not copy_adaptive(job, job.adaptive, progress):
+            copy_image(job.path, job.slot.device, size=job.image.size, sha256=_check_digest(job), progress=progress)
         if job.slot.resize and job.slot.type == "ext4" and job.image_type == "ext4":
             _run_tool(["resize2fs", job.slot.device], f"Resizing file system of slot {job.slot.name}")
     elif method == TAR:

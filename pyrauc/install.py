@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyrauc import eventlog, handlers, hooks, mark, mount, semver, shellwords, status, testpoints
-from pyrauc.access import BundleAccess
+from pyrauc.access import BundleAccess, is_url
 from pyrauc.bundle import Bundle, check_payload
 from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context
@@ -41,6 +41,7 @@ from pyrauc.eventlog import EventLog
 from pyrauc.manifest import Image
 from pyrauc.slots import Slot, determine_target_group
 from pyrauc.status import SlotStatus
+from pyrauc.stream import StreamOptions
 
 ProgressLine = Callable[[str], None]
 #: (percentage, message, nesting depth): one change of RAUC's progress (the service's Progress)
@@ -115,6 +116,7 @@ class InstallArgs:
     handler_args: str | None = None
     keyring_path: str | None = None
     mountprefix: str | None = None
+    streaming: StreamOptions | None = None   # --tls-*, -H (None: system.conf's [streaming] only)
 
 
 @dataclass
@@ -175,7 +177,7 @@ def install(bundle_path: str | os.PathLike[str], args: InstallArgs | None = None
     """
     events = event_log or (context.event_log if context is not None else EventLog.from_config(config))
     steps = Steps(progress, on_step)
-    run = _Installation(Path(bundle_path), config, args or InstallArgs(), steps, context, events)
+    run = _Installation(os.fspath(bundle_path), config, args or InstallArgs(), steps, context, events)
     events.emit(eventlog.install_started(run.transaction))
     steps.begin("Installing", 100)
     try:
@@ -197,9 +199,10 @@ def install(bundle_path: str | os.PathLike[str], args: InstallArgs | None = None
 class _Installation:
     """State of one run of the pipeline."""
 
-    def __init__(self, path: Path, config: SystemConfig, args: InstallArgs, steps: Steps,
+    def __init__(self, source: str, config: SystemConfig, args: InstallArgs, steps: Steps,
                  context: Context | None, events: EventLog) -> None:
-        self.path = path
+        self.source_is_url = is_url(source)
+        self.source: str | Path = source if self.source_is_url else Path(source)
         self.context = context
         self.events = events
         self.bundle: Bundle | None = None
@@ -213,8 +216,7 @@ class _Installation:
     # -- the steps -----------------------------------------------------------------------------
     def run(self) -> None:
         self.ctx = self._determine_slot_states()
-        bundle = self._check_bundle()
-        with mount.mount_bundle(bundle, self.mountprefix) as bundle_mount:
+        with self._check_bundle() as bundle, mount.mount_bundle(bundle, self.mountprefix) as bundle_mount:
             self._install_mounted(bundle, bundle_mount)
 
     def _install_mounted(self, bundle: Bundle, bundle_mount: Path) -> None:
@@ -247,9 +249,13 @@ class _Installation:
         """Open, decrypt and verify the bundle."""
         self.steps.begin("Checking bundle", 20)
         self.steps.begin("Verifying signature", 20)
-        bundle = BundleAccess.build(self.config, keyring=self.args.keyring_path).open(self.path)
+        access = BundleAccess.build(self.config, keyring=self.args.keyring_path, streaming=self.args.streaming)
+        if self.source_is_url:
+            access = access.with_info_headers(system_info=self.ctx.system_info, variant=self.ctx.variant,
+                                              transaction_id=self.transaction)
+        bundle = access.open(self.source)
         self.bundle = bundle
-        if self.config.perform_pre_check and not bundle.detached:
+        if self.config.perform_pre_check and not bundle.detached and bundle.source is None:
             # the whole payload is authenticated before anything is mounted or written
             logger.info("Verifying bundle payload... ")
             check_payload(bundle)
@@ -397,7 +403,33 @@ class _Installation:
         path = hooks.bundle_file(bundle_mount, image.filename, "Image") if image.filename else bundle_mount
         job = handlers.ImageJob(image=image, path=path, slot=slot_info(slot),
                                 verified_by_dm=bundle.format in ("verity", "crypt"))
+        job.adaptive = self._adaptive(job, slot)
         return _Plan(job, slot)
+
+    def _adaptive(self, job: handlers.ImageJob, slot: Slot) -> handlers.AdaptiveJob | None:
+        """``adaptive=block-hash-index`` where RAUC would use it: slot indexes in the data directory, the
+        first non-inactive slot of the class as the seed."""
+        if "block-hash-index" not in job.image.adaptive:
+            return None
+        if job.image_type not in handlers.ADAPTIVE_IMAGE_TYPES or slot.type not in handlers.ADAPTIVE_SLOT_TYPES:
+            return None
+        if not self.config.data_directory:
+            logger.info("Ignoring adaptive method since 'data-directory' is not configured")
+            return None
+        seed = next((s for s in self.ctx.slots.values()
+                     if s.sclass == slot.sclass and s is not slot and s.state != "inactive"), None)
+        return handlers.AdaptiveJob(
+            data_directory=self.config.data_directory, target_digest=self._installed_digest(slot),
+            seed_name=seed.name if seed is not None else None, seed_device=seed.device if seed is not None else None,
+            seed_digest=self._installed_digest(seed) if seed is not None else None)
+
+    def _installed_digest(self, slot: Slot) -> str | None:
+        """The sha256 of the image the slot holds, from its status (None: unknown)."""
+        try:
+            st = status.load_slot_status(self.config, slot)
+        except RaucError:
+            return None
+        return st.checksum_sha256 if st.status == "ok" else None
 
     def _skip(self, plan: _Plan) -> bool:
         """install-same=false and the slot status says the slot holds this image already."""

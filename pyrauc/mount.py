@@ -8,6 +8,8 @@
   crypt -> loop -> dm-verity -> dm-crypt -> squashfs. The stack is a :class:`contextlib.ExitStack`
   over :func:`pyrauc.loop.loop_device`, :func:`pyrauc.dm.verity_device` and
   :func:`pyrauc.dm.crypt_device`.
+* A streamed bundle (:mod:`pyrauc.nbd`) sits on the kernel's ``/dev/nbdN`` instead of a loop
+  device, with the same dm-verity (and dm-crypt) and squashfs on top.
 * Slots (ext4, vfat, ...) are mounted at ``<mountprefix>/<slot name>`` for tar extraction, for
   the RAUC_SLOT_MOUNT_POINT of slot hooks and for per-slot status files.
 
@@ -25,10 +27,10 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from pyrauc import dm, loop
 from pyrauc.cleanup import Resource
@@ -51,6 +53,13 @@ class BundleManifestLike(Protocol):
     verity_salt: str | None
     verity_size: int | None
     crypt_key: bytes | None
+
+
+class StreamLike(Protocol):
+    """What the bundle mount needs from a streamed bundle's source (:class:`pyrauc.nbd.NbdSource`)."""
+
+    def block_device(self, payload_size: int) -> AbstractContextManager[str]: ...
+    def detach(self) -> None: ...
 
 
 class BundleLike(Protocol):
@@ -240,9 +249,10 @@ def _verity_params(bundle: BundleLike) -> tuple[int, str, str]:
 class _BundleDevices:
     """The block devices under a bundle mount."""
 
-    loop: str
+    loop: str                      # the payload's device: a loop device, or /dev/nbdN when streamed
     top: str                       # what the squashfs is mounted from
     dm_names: tuple[str, ...] = ()   # bottom (verity) to top (crypt)
+    stream: StreamLike | None = None
 
     @property
     def verity(self) -> str | None:
@@ -258,15 +268,24 @@ def _open_devices(bundle: BundleLike, stack: ExitStack) -> _BundleDevices:
     key = bundle.manifest.crypt_key if fmt == "crypt" else None
     if fmt == "crypt" and not key:
         raise MountError("missing crypt key for crypt bundle")
-    dev = stack.enter_context(loop.loop_device(bundle.path, offset=0, sizelimit=bundle.size))
+    source = getattr(bundle, "source", None)       # pyrauc.bundle.Bundle.source: set when streamed
+    if source is not None:         # streamed: the kernel's NBD device, answered by the helper
+        if not hasattr(source, "block_device") or params is None:
+            raise MountError("a streamed bundle can only be mounted through the NBD helper")
+        stream: StreamLike | None = cast(StreamLike, source)
+        assert stream is not None
+        dev = stack.enter_context(stream.block_device(bundle.size))
+    else:
+        stream = None
+        dev = stack.enter_context(loop.loop_device(bundle.path, offset=0, sizelimit=bundle.size))
     if params is None:
         return _BundleDevices(loop=dev, top=dev)
     data_size, root_hash, salt = params
     verity, top = stack.enter_context(dm.verity_device(dev, data_size, root_hash, salt))
     if key is None:
-        return _BundleDevices(loop=dev, top=top, dm_names=(verity,))
+        return _BundleDevices(loop=dev, top=top, dm_names=(verity,), stream=stream)
     crypt, top = stack.enter_context(dm.crypt_device(top, data_size, key))
-    return _BundleDevices(loop=dev, top=top, dm_names=(verity, crypt))
+    return _BundleDevices(loop=dev, top=top, dm_names=(verity, crypt), stream=stream)
 
 
 @contextmanager
@@ -289,7 +308,10 @@ def _hand_over_to_kernel(devices: _BundleDevices) -> None:
     """Once mounted: the kernel releases the devices when the mount goes away."""
     for name in reversed(devices.dm_names):
         dm.remove(name, deferred=True)
-    loop.set_autoclear(devices.loop)
+    if devices.stream is not None:
+        devices.stream.detach()    # DISCONNECT_ON_CLOSE ends the NBD device, the helper gets DISC
+    else:
+        loop.set_autoclear(devices.loop)
 
 
 def mount_bundle_persistent(bundle: BundleLike, mountprefix: str | os.PathLike[str] | None = None,

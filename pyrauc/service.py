@@ -48,7 +48,7 @@ from dbus_fast.annotations import DBusSignature, DBusStr
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_method, dbus_property, dbus_signal
 
 from pyrauc import eventlog, report, status
-from pyrauc.access import NO_STREAMING, BundleAccess, is_url
+from pyrauc.access import BundleAccess, is_url
 from pyrauc.bus import (
     BUS_NAME,
     ERROR_FAILED,
@@ -63,11 +63,12 @@ from pyrauc.bus import (
 )
 from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context, update_mount_points
-from pyrauc.errors import InstallError, RaucError
+from pyrauc.errors import RaucError
 from pyrauc.eventlog import EventLog
 from pyrauc.install import InstallArgs, install
 from pyrauc.mark import MARK_ACTIVE, MARK_BAD, MARK_GOOD, mark_run, target_slot
 from pyrauc.slots import EXTERNAL
+from pyrauc.stream import StreamOptions
 
 log = logging.getLogger(__name__)
 
@@ -211,16 +212,17 @@ class Installer(ServiceInterface):
             ignore_compatible=bool(values.get("ignore-compatible", False)),
             ignore_version_limit=bool(values.get("ignore-version-limit", False)),
             transaction_id=values.get("transaction-id"), require_manifest_hash=values.get("require-manifest-hash"),
-            handler_args=self.opts.handler_args, keyring_path=self.opts.keyring, mountprefix=self.opts.mountprefix))
+            handler_args=self.opts.handler_args, keyring_path=self.opts.keyring, mountprefix=self.opts.mountprefix,
+            streaming=self._stream_options(values)))
 
     @dbus_method()
     def InspectBundle(self, source: DBusStr, args: VarDict) -> VarDict:
         from pyrauc.info import to_dict
 
         self._check_idle()
-        parse_args(args, INSPECT_KEYS)
+        values = parse_args(args, INSPECT_KEYS)
         self.out(f"bundle: {source}")
-        return to_vardict(to_dict(self._open(source).manifest))
+        return to_vardict(to_dict(self._open(source, self._stream_options(values)).manifest))
 
     @dbus_method()
     def Info(self, bundle: DBusStr) -> StrPair:
@@ -292,11 +294,21 @@ class Installer(ServiceInterface):
         if _stamp(self.config) != self._config_stamp:
             log.warning(CONFIG_CHANGED)
 
-    def _open(self, source: str) -> Any:
-        if is_url(source):
-            raise failed(NO_STREAMING)
+    def _stream_options(self, values: dict[str, Any]) -> StreamOptions:
+        """The D-Bus tls-*/http-headers arguments over system.conf's [streaming]."""
+        return StreamOptions.build(self.config.streaming, tls_cert=values.get("tls-cert"),
+                                   tls_key=values.get("tls-key"), tls_ca=values.get("tls-ca"),
+                                   tls_no_verify=bool(values.get("tls-no-verify", False)),
+                                   headers=list(values.get("http-headers", [])))
+
+    def _open(self, source: str, streaming: StreamOptions | None = None) -> Any:
+        """Open a bundle to inspect it and close it again (a URL: through the helper, as the sandbox user)."""
         try:
-            return BundleAccess.build(self.config, keyring=self.opts.keyring).open(source)
+            access = BundleAccess.build(self.config, keyring=self.opts.keyring, streaming=streaming)
+            if is_url(source):
+                access = access.with_info_headers(system_info=self.ctx.system_info, variant=self.ctx.variant)
+            with access.open(source, sandboxed=True) as bundle:
+                return bundle
         except RaucError as e:
             raise failed(str(e)) from e
 
@@ -341,8 +353,6 @@ class Installer(ServiceInterface):
         log.info("installing %s: started", source)
         error: str | None = None
         try:
-            if is_url(source):
-                raise InstallError(NO_STREAMING)
             update_mount_points(self.ctx.slots)
             install(source, args, config=self.config, context=self.ctx,
                     progress=lambda line: log.debug("installing %s: %s", source, line),

@@ -68,3 +68,15 @@ def test_restore_sets_the_clock(strategy: Any, dut: RaucTargetDriver) -> None:
     guest = float(dut.sh("date +%s.%N"))
     host = time.time()
     assert abs(guest - host) < 3, f"guest clock {guest:.1f}, host {host:.1f}"
+
+
+def test_restore_after_power_off(strategy: Any, dut: RaucTargetDriver) -> None:
+    """The snapshot lives in the qcow2 files, not in the QEMU process: a new process restores it too."""
+    dut.sh("echo dirty > /data/lab-dirty && sync")
+    strategy.transition("off")
+    strategy.transition("restored")
+    how, seconds = strategy.last_start
+    assert how == "restored"
+    print(f"restore from a powered-off target took {seconds:.1f} s")
+    assert dut.run("test -e /data/lab-dirty")[2] == 1
+    assert dut.booted_bootname() == "A"

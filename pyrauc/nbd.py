@@ -1,0 +1,618 @@
+"""Streaming bundles as a block device: the NBD helper, its protocol, and the kernel's NBD (RAUC's src/nbd.c).
+
+::
+
+    pyrauc (root) --fd--+   socketpair(AF_UNIX, SOCK_STREAM)   +-- HTTP(S) Range GETs --> server
+                        +------------- helper process ---------+   (sandbox user, pyrauc.stream)
+    phase A: pyrauc talks NBD on its end (CONFIGURE, READs of the bundle's tail and CMS)
+    phase B: pyrauc hands its end to the kernel (netlink NBD_CMD_CONNECT) -> /dev/nbdN; the kernel
+             sends the NBD requests, the helper still answers them; dm-verity/dm-crypt/squashfs on top
+
+The helper (:class:`Helper`) is ``python -m pyrauc.nbd`` with the socket's number in the environment
+variable ``RAUC_NBD_SERVER``. When pyrauc runs as root it starts as ``[streaming] sandbox-user``
+(default nobody: supplementary groups, gid, uid), sets NO_NEW_PRIVS, and never sees a key of the
+bundle: it only moves bytes, and dm-verity above authenticates every block it delivers. It runs in
+its own session (Ctrl+C on the terminal reaches pyrauc, which stops it in order).
+
+Protocol on the socketpair (big-endian): request ``magic 0x25609513, type u32, handle 8 bytes,
+from u64, len u32``; reply ``magic 0x67446698, error u32, handle``, then ``len`` bytes for a READ
+with error 0. Types: READ (0), DISC (2), and pyrauc's private CONFIGURE (0x1000) whose payload and
+reply are JSON (RAUC uses a GVariant there; only the kernel-facing part must be exact). READs are
+answered by a pool of threads, each with its own keep-alive HTTP connection, in completion order
+(the kernel keeps several requests in flight); adjacent READs that arrive together (readahead) are
+fetched with one Range request (:func:`merge_reads`), which halves the helper's work per byte. A
+failed READ is answered with EIO (5); the kernel's read fails and so does the install.
+
+Kernel side (:func:`kernel_device`): generic netlink family ``nbd``, NBD_CMD_CONNECT with size,
+block size 4096, timeout 300 s, server flags 0 and the socket; the kernel picks /dev/nbdN. The
+device is opened read-only, then NBD_CMD_RECONFIGURE sets DISCONNECT_ON_CLOSE (RAUC 1.15's order:
+udev's short opens cannot tear it down), so when the last user (dm-verity) goes away the kernel
+disconnects, sends DISC to the helper and the helper exits. The release of the device also sends
+NBD_CMD_DISCONNECT and waits for the helper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import logging
+import os
+import pwd
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pyrauc import stream
+from pyrauc.cleanup import Resource
+from pyrauc.errors import InstallError, RaucError
+from pyrauc.stream import ServerInfo, Stats, StreamError, StreamOptions
+
+log = logging.getLogger(__name__)
+
+REQUEST_MAGIC = 0x25609513
+REPLY_MAGIC = 0x67446698
+CMD_READ = 0
+CMD_DISC = 2
+CMD_CONFIGURE = 0x1000
+EIO = 5
+CONFIG_HANDLE = bytes.fromhex("89ce48240ce482ce")
+REQUEST = struct.Struct(">II8sQI")
+REPLY = struct.Struct(">II8s")
+ENV = "RAUC_NBD_SERVER"
+BLOCK_SIZE = 4096
+KERNEL_TIMEOUT = 300
+WORKERS = 8                          # READs answered at once (one HTTP connection each)
+STOP_TIMEOUT = 30.0
+MAX_REQUEST = 32 << 20               # a READ larger than this is a protocol error
+MERGE_LIMIT = 4 << 20                # adjacent READs fetched with one Range request, up to this many bytes
+PROGRESS_INTERVAL = 10.0             # seconds between the helper's download progress lines
+
+
+class NbdError(InstallError):
+    """The NBD helper or the kernel's NBD device failed."""
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    """``n`` bytes from ``sock``; b"" at a clean EOF before the first byte."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            if buf:
+                raise EOFError("connection closed in the middle of a message")
+            return b""
+        buf += chunk
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------------------------
+# the helper process: the NBD server
+
+class NbdServer:
+    """Answers NBD requests on ``sock`` with HTTP Range requests (one instance per helper process)."""
+
+    def __init__(self, sock: socket.socket, workers: int = WORKERS) -> None:
+        self.sock = sock
+        self.workers = workers
+        self.client: stream.HttpRangeClient | None = None
+        self.stats = Stats()
+        self.size = 0
+        self._write = threading.Lock()
+        self._started = time.monotonic()
+        self._reported = self._started
+
+    def _reply(self, handle: bytes, error: int, data: bytes = b"") -> None:
+        with self._write:
+            self.sock.sendall(REPLY.pack(REPLY_MAGIC, error, handle) + data)
+
+    def serve(self) -> None:
+        """The loop: until DISC or the end of the socket; every READ answered before returning."""
+        try:
+            with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="rauc-nbd") as pool:
+                self._loop(pool)
+        finally:
+            for line in self.stats.report(self.size):
+                log.info(line)
+            log.info("nbd server exiting")
+            if self.client is not None:
+                self.client.close()
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        reads: list[tuple[bytes, int, int]] = []      # READs that arrived together, not yet submitted
+        while True:
+            if reads and not select.select([self.sock], [], [], 0)[0]:
+                self._submit(pool, reads)             # nothing more is waiting: fetch what came
+                reads = []
+            header = _recv_exact(self.sock, REQUEST.size)
+            if not header:
+                log.info("nbd server: socket closed")
+                self._submit(pool, reads)
+                return
+            magic, kind, handle, offset, length = REQUEST.unpack(header)
+            kind &= 0xFFFF                # the upper half carries command flags (none for READ)
+            if magic != REQUEST_MAGIC:
+                raise NbdError("nbd server received bad request magic")
+            if kind == CMD_READ:
+                if self.client is None or length > MAX_REQUEST:
+                    self._reply(handle, EIO)
+                else:
+                    reads.append((handle, offset, length))
+                continue
+            self._submit(pool, reads)
+            reads = []
+            if kind == CMD_DISC:
+                log.info("nbd server received disconnect request")
+                return
+            if kind == CMD_CONFIGURE:
+                self._configure(handle, _recv_exact(self.sock, length))
+            else:
+                raise NbdError("nbd server received bad request type")
+
+    def _submit(self, pool: ThreadPoolExecutor, reads: list[tuple[bytes, int, int]]) -> None:
+        """One HTTP request per run of adjacent READs (the kernel's readahead sends them together)."""
+        for run in merge_reads(reads):
+            pool.submit(self._read, run)
+
+    def _configure(self, handle: bytes, payload: bytes) -> None:
+        result: dict[str, Any] = {}
+        try:
+            config = json.loads(payload)
+            options = StreamOptions.from_json(config["options"])
+            shown = stream.redact(config["url"])
+            log.debug(f"nbd server received configuration: url={shown}")
+            self.client = stream.HttpRangeClient(config["url"], options, stats=self.stats,
+                                                 connections=self.workers)
+            info = self.client.probe()
+            self.size = info.size
+            result = {"url": info.url, "size": info.size, "current-time": info.current_time,
+                      "modified-time": info.modified_time, "etag": info.etag}
+        except stream.ProbeError as e:
+            result = {"error": str(e), "error-kind": e.kind, "error-http-code": e.status}
+        except (RaucError, ValueError, KeyError, TypeError) as e:
+            result = {"error": str(e), "error-kind": "configure"}
+        data = json.dumps(result).encode()
+        self._reply(handle, 0, struct.pack("=I", len(data)) + data)
+
+    def _read(self, run: list[tuple[bytes, int, int]]) -> None:
+        """Fetch a run of adjacent READs with one Range request and answer each (EIO to all on failure)."""
+        assert self.client is not None
+        first, end = run[0][1], run[-1][1] + run[-1][2]
+        try:
+            data = self.client.read(first, end - first)
+        except Exception as e:             # never leave the kernel waiting for an answer
+            if isinstance(e, StreamError):
+                log.warning(f"nbd server: reading {end - first} bytes at {first} failed: {e}")
+            else:
+                log.exception("nbd server: unexpected error")
+            for handle, _offset, _length in run:
+                self._reply(handle, EIO)
+            return
+        try:
+            for handle, offset, length in run:
+                self._reply(handle, 0, data[offset - first:offset - first + length])
+        except OSError as e:
+            log.warning(f"nbd server: cannot send the reply: {e.strerror}")
+        self._progress()
+
+    def _progress(self) -> None:
+        """Every :data:`PROGRESS_INTERVAL` seconds of a long transfer: how much came, how fast."""
+        now = time.monotonic()
+        with self._write:
+            if now - self._reported < PROGRESS_INTERVAL:
+                return
+            self._reported = now
+        done = self.stats.sum("dl_size")
+        share = 100.0 * done / self.size if self.size else 0.0
+        rate = done / (now - self._started) / (1 << 20)
+        log.info(f"nbd server: downloaded {done / (1 << 20):.1f} MiB ({share:.1f}% of the bundle), "
+                 f"{rate:.1f} MiB/s")
+
+
+def merge_reads(reads: list[tuple[bytes, int, int]], limit: int = MERGE_LIMIT) -> list[list[tuple[bytes, int, int]]]:
+    """``(handle, offset, length)`` READs grouped into runs of adjacent ranges of at most ``limit`` bytes."""
+    runs: list[list[tuple[bytes, int, int]]] = []
+    for read in sorted(reads, key=lambda r: r[1]):
+        if runs:
+            last = runs[-1]
+            end = last[-1][1] + last[-1][2]
+            if read[1] == end and end + read[2] - last[0][1] <= limit:
+                last.append(read)
+                continue
+        runs.append([read])
+    return runs
+
+
+def _no_new_privs() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_no_new_privs = 38
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+        raise NbdError(f"failed to enable NO_NEW_PRIVS: {os.strerror(ctypes.get_errno())}")
+
+
+def helper_main() -> int:
+    """``python -m pyrauc.nbd``: the helper's entry point (RAUC: ``rauc`` with RAUC_NBD_SERVER set)."""
+    from pyrauc.logformat import setup_logging
+
+    setup_logging(bool(os.environ.get("PYRAUC_DEBUG")), domain="rauc-nbd")
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # pyrauc stops the helper in order
+    try:
+        fd = int(os.environ[ENV])
+        _no_new_privs()
+        log.info(f"nbd server running as UID {os.getuid()}, GID {os.getgid()}")
+        with socket.socket(fileno=fd) as sock:
+            NbdServer(sock).serve()
+    except (RaucError, OSError, ValueError, KeyError, EOFError) as e:
+        log.error(f"nbd server failed with: {e}")
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# pyrauc's side: starting the helper, talking to it
+
+def _sandbox(user: str) -> dict[str, Any]:
+    """Popen's arguments for dropping to ``user`` (only when we are root)."""
+    if os.getuid() != 0 and os.getgid() != 0:
+        return {}
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise NbdError(f"failed to prepare streaming subprocess: user {user} not found in user database") from None
+    try:
+        groups = os.getgrouplist(user, pw.pw_gid)
+    except OSError:
+        raise NbdError(f"failed to prepare streaming subprocess: cannot get groups for user {user}") from None
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": groups}
+
+
+class Helper:
+    """A running helper and pyrauc's end of its socket (an NBD client until the kernel takes it)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.proc = proc
+        self.sock: socket.socket | None = sock
+        self.info: ServerInfo | None = None
+
+    @classmethod
+    def start(cls, options: StreamOptions, *, detached: bool = False) -> Helper:
+        """Start the helper process (as the sandbox user when root). ``detached``: it will outlive
+        pyrauc (``rauc mount``), so it gets no stdout/stderr of ours (a caller waiting for them, such
+        as an SSH session, would wait for the helper too)."""
+        log.info("starting the nbd server")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            env = {**os.environ, ENV: str(theirs.fileno())}
+            output = subprocess.DEVNULL if detached else None
+            proc = subprocess.Popen([sys.executable, "-m", "pyrauc.nbd"], env=env, pass_fds=(theirs.fileno(),),
+                                    stdin=subprocess.DEVNULL, stdout=output, stderr=output, cwd="/",
+                                    start_new_session=True, **_sandbox(options.sandbox_user))
+        except OSError as e:
+            ours.close()
+            raise NbdError(f"failed to start streaming subprocess: {e.strerror}") from e
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return cls(proc, ours)
+
+    # -- phase A: pyrauc's own NBD requests ----------------------------------------------------
+    def _request(self, kind: int, offset: int, length: int, payload: bytes = b"") -> int:
+        if self.sock is None:
+            raise NbdError("the nbd server's socket was handed to the kernel")
+        self.sock.sendall(REQUEST.pack(REQUEST_MAGIC, kind, CONFIG_HANDLE, offset, length) + payload)
+        reply = _recv_exact(self.sock, REPLY.size)
+        if not reply:
+            raise NbdError("the nbd server closed the connection")
+        magic, error, handle = REPLY.unpack(reply)
+        if magic != REPLY_MAGIC or handle != CONFIG_HANDLE:
+            raise NbdError("bad reply from the nbd server")
+        return int(error)
+
+    def configure(self, url: str, options: StreamOptions) -> ServerInfo:
+        """CONFIGURE: the helper probes ``url``; its answer (size, times, ETag) or a StreamError."""
+        log.debug(f"sending config request to nbd server: url={stream.redact(url)}")
+        payload = json.dumps({"url": url, "options": options.to_json()}).encode()
+        try:
+            self._request(CMD_CONFIGURE, 0, len(payload), payload)
+            assert self.sock is not None
+            (length,) = struct.unpack("=I", _recv_exact(self.sock, 4))
+            reply = json.loads(_recv_exact(self.sock, length))
+        except (OSError, EOFError, ValueError, struct.error) as e:
+            raise StreamError(f"failed to configure streaming: {e}") from e
+        if reply.get("error"):
+            raise stream.ProbeError(reply["error"], reply.get("error-kind", "configure"),
+                                    reply.get("error-http-code"))
+        if reply.get("size") is None:
+            raise stream.ProbeError("server did not send bundle size", "size")
+        self.info = ServerInfo(url=reply["url"], size=int(reply["size"]), current_time=reply.get("current-time"),
+                               modified_time=reply.get("modified-time"), etag=reply.get("etag"))
+        return self.info
+
+    def read(self, offset: int, length: int) -> bytes:
+        """READ through the helper (before the kernel has the socket)."""
+        try:
+            error = self._request(CMD_READ, offset, length)
+            if error:
+                raise StreamError("failed to read data from remote server")
+            assert self.sock is not None
+            data = _recv_exact(self.sock, length)
+        except (OSError, EOFError) as e:
+            raise StreamError(f"failed to read data from remote server: {e}") from e
+        if len(data) != length:
+            raise StreamError("failed to read data from remote server")
+        return data
+
+    # -- the end -------------------------------------------------------------------------------
+    def wait(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Wait for the helper to exit (killed after ``timeout``)."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("the nbd server did not stop: killing it")
+            self.proc.kill()
+            code = self.proc.wait()
+        if code != 0:
+            log.warning(f"failed to stop streaming subprocess: exit code {code}")
+
+    def stop(self) -> None:
+        """DISC, close our end, wait for the helper (RAUC: "stopping the nbd server")."""
+        if self.proc.returncode is not None and self.sock is None:
+            return
+        log.info("stopping the nbd server")
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.sendall(REQUEST.pack(REQUEST_MAGIC, CMD_DISC, CONFIG_HANDLE, 0, 0))
+            self.sock.close()
+            self.sock = None
+        self.wait()
+        log.info("the nbd server was stopped")
+
+    def release_socket(self) -> socket.socket:
+        """Our end, for the kernel; from now on the kernel talks to the helper."""
+        if self.sock is None:
+            raise NbdError("the nbd server's socket was handed over already")
+        sock, self.sock = self.sock, None
+        return sock
+
+
+class NbdSource:
+    """A remote bundle read through the helper: ``url``, ``size``, ``read()``, ``close()`` (bundle.RemoteSource)."""
+
+    def __init__(self, url: str, options: StreamOptions, *, detached: bool = False) -> None:
+        self.url = stream.redact(url)
+        self.options = options
+        self.helper = Helper.start(options, detached=detached)
+        try:
+            self.info = self.helper.configure(url, options)
+        except BaseException:
+            self.helper.stop()
+            raise
+        self.size = self.info.size
+        self._detached = False
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.helper.read(offset, length)
+
+    def close(self) -> None:
+        """Stop the helper (unless :meth:`detach` gave it to the kernel for good)."""
+        if not self._detached:
+            self.helper.stop()
+
+    def block_device(self, payload_size: int) -> Resource[str]:
+        """The kernel's /dev/nbdN over ``[0, payload_size)``; always disconnected and the helper stopped."""
+        return kernel_device(self.helper, payload_size)
+
+    def detach(self) -> None:
+        """``rauc mount``: the device outlives pyrauc; the helper exits when the kernel disconnects."""
+        self._detached = True
+
+
+# --------------------------------------------------------------------------------------------
+# generic netlink: the kernel's NBD
+
+NETLINK_GENERIC = 16
+GENL_ID_CTRL = 0x10
+CTRL_CMD_GETFAMILY = 3
+CTRL_ATTR_FAMILY_ID = 1
+CTRL_ATTR_FAMILY_NAME = 2
+NLM_F_REQUEST = 1
+NLM_F_ACK = 4
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLA_F_NESTED = 0x8000
+NBD_CMD_CONNECT = 1
+NBD_CMD_DISCONNECT = 2
+NBD_CMD_RECONFIGURE = 3
+NBD_ATTR_INDEX = 1
+NBD_ATTR_SIZE_BYTES = 2
+NBD_ATTR_BLOCK_SIZE_BYTES = 3
+NBD_ATTR_TIMEOUT = 4
+NBD_ATTR_SERVER_FLAGS = 5
+NBD_ATTR_CLIENT_FLAGS = 6
+NBD_ATTR_SOCKETS = 7
+NBD_SOCK_ITEM = 1
+NBD_SOCK_FD = 1
+NBD_CFLAG_DISCONNECT_ON_CLOSE = 2
+_NLMSGHDR = struct.Struct("=IHHII")
+_GENLHDR = struct.Struct("=BBH")
+_NLA = struct.Struct("=HH")
+
+
+def nla(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
+    raw = _NLA.pack(_NLA.size + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def nla_u32(kind: int, value: int) -> bytes:
+    return nla(kind, struct.pack("=I", value))
+
+
+def nla_u64(kind: int, value: int) -> bytes:
+    return nla(kind, struct.pack("=Q", value))
+
+
+def parse_attrs(data: bytes) -> dict[int, bytes]:
+    """Attributes of a message body by type (flags masked off)."""
+    attrs: dict[int, bytes] = {}
+    pos = 0
+    while pos + _NLA.size <= len(data):
+        length, kind = _NLA.unpack_from(data, pos)
+        if length < _NLA.size:
+            break
+        attrs[kind & 0x3FFF] = data[pos + _NLA.size:pos + length]
+        pos += (length + 3) & ~3
+    return attrs
+
+
+class GenericNetlink:
+    """A NETLINK_GENERIC socket for one family's commands (request, ack, replies)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        self.sock.bind((0, 0))
+        self.seq = int(time.time())
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, family: int, cmd: int, attrs: bytes, version: int = 0) -> list[dict[int, bytes]]:
+        """Send one command; the attributes of every reply message; OSError(errno) on a netlink error."""
+        self.seq += 1
+        body = _GENLHDR.pack(cmd, version, 0) + attrs
+        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), family, NLM_F_REQUEST | NLM_F_ACK, self.seq, 0)
+                       + body)
+        replies: list[dict[int, bytes]] = []
+        while True:
+            data = self.sock.recv(65536)
+            pos = 0
+            while pos + _NLMSGHDR.size <= len(data):
+                length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, pos)
+                if length < _NLMSGHDR.size:
+                    raise OSError(errno.EPROTO, "bad netlink message")
+                payload = data[pos + _NLMSGHDR.size:pos + length]
+                pos += (length + 3) & ~3
+                if seq != self.seq:
+                    continue
+                if kind == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", payload)
+                    if code:
+                        raise OSError(-code, os.strerror(-code))
+                    return replies
+                if kind == NLMSG_DONE:
+                    return replies
+                replies.append(parse_attrs(payload[_GENLHDR.size:]))
+
+    def family(self, name: str) -> int:
+        """The id of generic netlink family ``name``."""
+        replies = self.request(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, nla(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0"),
+                               version=1)
+        for attrs in replies:
+            if CTRL_ATTR_FAMILY_ID in attrs:
+                return int(struct.unpack("=H", attrs[CTRL_ATTR_FAMILY_ID][:2])[0])
+        raise OSError(errno.ENOENT, "no family id")
+
+
+def connect_attrs(fd: int, size: int) -> bytes:
+    """NBD_CMD_CONNECT's attributes (RAUC's: size, block size 4096, timeout 300 s, flags 0, the socket)."""
+    sock_item = nla(NBD_SOCK_ITEM | NLA_F_NESTED, nla_u32(NBD_SOCK_FD, fd))
+    return (nla_u64(NBD_ATTR_SIZE_BYTES, size) + nla_u64(NBD_ATTR_BLOCK_SIZE_BYTES, BLOCK_SIZE)
+            + nla_u64(NBD_ATTR_SERVER_FLAGS, 0) + nla_u64(NBD_ATTR_TIMEOUT, KERNEL_TIMEOUT)
+            + nla(NBD_ATTR_SOCKETS | NLA_F_NESTED, sock_item))
+
+
+@contextlib.contextmanager
+def _nbd_family() -> Iterator[tuple[GenericNetlink, int]]:
+    try:
+        nl = GenericNetlink()
+    except OSError as e:
+        raise NbdError(f"failed to open netlink socket: {e.strerror}") from e
+    try:
+        try:
+            family = nl.family("nbd")
+        except OSError:
+            raise NbdError("failed to resolve 'nbd' netlink family - BLK_DEV_NBD not enabled in kernel?") from None
+        yield nl, family
+    finally:
+        nl.close()
+
+
+def _disconnect(index: int) -> None:
+    log.info(f"Removing nbd device /dev/nbd{index}")
+    try:
+        with _nbd_family() as (nl, family):
+            nl.request(family, NBD_CMD_DISCONNECT, nla_u32(NBD_ATTR_INDEX, index))
+    except (OSError, NbdError):
+        log.debug("nbd device is already removed")
+
+
+def _wait_node(path: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise NbdError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+def kernel_device(helper: Helper, size: int) -> Resource[str]:
+    """Hand the helper's socket to the kernel; a Resource yielding ``/dev/nbdN`` (released: disconnected,
+    the helper stopped). ``size`` must be a multiple of 4096."""
+    if size <= 0 or size % BLOCK_SIZE:
+        raise NbdError(f"nbd device size {size} is not a positive multiple of {BLOCK_SIZE}")
+    with _nbd_family() as (nl, family):
+        sock = helper.sock
+        if sock is None:
+            raise NbdError("the nbd server's socket was handed over already")
+        try:
+            replies = nl.request(family, NBD_CMD_CONNECT, connect_attrs(sock.fileno(), size))
+        except OSError as e:
+            raise NbdError(f"failed to connect nbd device: {e.strerror}") from e
+        index = next((int(struct.unpack("=I", a[NBD_ATTR_INDEX][:4])[0]) for a in replies if NBD_ATTR_INDEX in a),
+                     None)
+        if index is None:
+            raise NbdError("failed to connect nbd device: no index in the kernel's reply")
+        helper.release_socket().close()      # the kernel holds its own reference now
+        device = f"/dev/nbd{index}"
+        fd = -1
+        try:
+            _wait_node(device)
+            fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+            nl.request(family, NBD_CMD_RECONFIGURE, nla_u32(NBD_ATTR_INDEX, index)
+                       + nla_u64(NBD_ATTR_CLIENT_FLAGS, NBD_CFLAG_DISCONNECT_ON_CLOSE))
+        except (OSError, NbdError) as e:
+            if fd >= 0:
+                os.close(fd)
+            _disconnect(index)
+            helper.wait()
+            reason = e.strerror if isinstance(e, OSError) else str(e)
+            raise NbdError(f"failed to set up {device}: {reason}") from e
+    log.info(f"setup done for {device}")
+    held = [fd]
+
+    def release() -> None:
+        if held:
+            os.close(held.pop())
+        _disconnect(index)
+        helper.wait()
+        log.info("the nbd server was stopped")
+
+    return Resource(device, release, error=NbdError, logger=log)
+
+
+if __name__ == "__main__":
+    # run the helper from the imported module (not from __main__): its logger is "pyrauc.nbd"
+    from pyrauc.nbd import helper_main as _main
+
+    sys.exit(_main())
