@@ -97,3 +97,14 @@ def test_rauc_18_loads_the_debian_variants_config(tmp_path: Path) -> None:
 
     assert "Invalid group '[log.readable]'" in load(meta_rauc.SYSTEM_CONF)
     assert "Failed to load system config" not in load(meta_rauc.system_conf("debian"))
+
+
+def test_the_grub_device_has_its_own_tutorial_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labs import pytest_lab
+
+    monkeypatch.setenv("PYRAUC_LAB_LAYOUT", "efi")
+    assert pytest_lab.budget_for("tests/lab/test_tutorial.py") == pytest_lab.BUDGET["tests/lab/test_tutorial.py"]
+    monkeypatch.setenv("PYRAUC_LAB_LAYOUT", "meta-rauc")
+    assert pytest_lab.budget_for("tests/lab/test_tutorial.py") == pytest_lab.BUDGET[
+        "meta-rauc:tests/lab/test_tutorial.py"]
+    assert pytest_lab.budget_for("tests/lab") == pytest_lab.BUDGET["tests/lab"]       # no own line: the common one
