@@ -64,6 +64,19 @@ WantedBy=multi-user.target
 NBD_MODULES = "nbd\n"
 
 
+# The lab's target runs under TCG, often beside a second target on two host cores: the Python service
+# (bus-activated rauc.service) can then take longer than dbus-daemon's default 25 s activation timeout
+# to own its name, and the caller gets "Failed to activate service ... timed out". A device with real
+# CPUs starts it in about a second; the lab image allows two minutes.
+DBUS_LOCAL_CONF = """\
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <limit name="service_start_timeout">120000</limit>
+</busconfig>
+"""
+
+
 def _write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     """Write a new file (unlink first: the tree may hard-link the cached base rootfs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +101,7 @@ def write_target_config(root: Path, keyring: Path, ssh_pubkey: Path) -> list[Pat
 
     w("etc/rauc/system.conf", SYSTEM_CONF)
     w("etc/modules-load.d/nbd.conf", NBD_MODULES)
+    w("etc/dbus-1/system-local.conf", DBUS_LOCAL_CONF)
     w("etc/rauc/keyring.pem", keyring.read_bytes())
     w("etc/systemd/system/rauc-mark-good.service", MARK_GOOD_UNIT)
     link = root / "etc/systemd/system/multi-user.target.wants/rauc-mark-good.service"
@@ -103,4 +117,4 @@ def write_target_config(root: Path, keyring: Path, ssh_pubkey: Path) -> list[Pat
 
 def config_inputs() -> list[str]:
     """Texts that define this stage (part of the slot images' cache key)."""
-    return [SYSTEM_CONF, MARK_GOOD_UNIT, NBD_MODULES, "authorized_keys", "usr/local/bin/{rauc,pyrauc}"]
+    return [SYSTEM_CONF, MARK_GOOD_UNIT, NBD_MODULES, DBUS_LOCAL_CONF, "authorized_keys", "usr/local/bin/{rauc,pyrauc}"]
