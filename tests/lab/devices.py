@@ -16,7 +16,6 @@ the boot state (after an install, after mark-good, after a fallback), so one sui
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from labs import lab
-from tests.helpers.bundles import pyrauc
 from tests.lab import updates
 from tests.lab.target import EfiState, RaucTargetDriver
 
@@ -139,23 +137,9 @@ class GrubDevice(Device):
     def _bundle(self, work: Path, name: str, version: str, rootfs_tar: Path, signer_cert: Path,
                 signer_key: Path) -> Path:
         """efi-boot.vfat + the rootfs tar + the key hook, format crypt: the tutorial's bundle."""
-        content = work / f"content-{name}"
-        shutil.rmtree(content, ignore_errors=True)
-        content.mkdir(parents=True)
-        shutil.copyfile(lab.out_dir() / "efi-boot.vfat", content / "efi-boot.vfat")
-        os.link(rootfs_tar, content / "rootfs.tar")
-        (content / "hook.sh").write_text(updates.KEY_HOOK)
-        (content / "hook.sh").chmod(0o755)
-        (content / "manifest.raucm").write_text(
-            f"[update]\ncompatible={self.compatible}\nversion={version}\n\n"
-            "[bundle]\nformat=crypt\n\n"
-            "[hooks]\nfilename=hook.sh\n\n"
-            "[image.efi]\nfilename=efi-boot.vfat\n\n"
-            "[image.rootfs]\nfilename=rootfs.tar\nhooks=post-install\n")
-        out = work / f"{name}.raucb"
-        pyrauc("bundle", "--cert", signer_cert, "--key", signer_key, content, out, check=True)
-        shutil.rmtree(content)
-        return out
+        return updates.make_bundle(work, name, rootfs_tar, compatible=self.compatible, version=version,
+                                   signer_cert=signer_cert, signer_key=signer_key, image_name="rootfs.tar",
+                                   efi_image=lab.out_dir() / "efi-boot.vfat")
 
     def update_bundle(self, work: Path, name: str, version: str, signer_cert: Path, signer_key: Path) -> Path:
         """The image's rootfs tar with /etc/lab-update-version and the slot marker appended."""

@@ -90,20 +90,25 @@ def broken_rootfs(out: Path) -> Path:
 
 
 def make_bundle(work: Path, name: str, image: Path, *, compatible: str, version: str, signer_cert: Path,
-                signer_key: Path) -> Path:
-    """A crypt bundle with IMAGE for slot class rootfs and the key-carrying post-install hook."""
+                signer_key: Path, image_name: str = "rootfs.ext4", efi_image: Path | None = None) -> Path:
+    """A crypt bundle with IMAGE (as IMAGE_NAME) for slot class rootfs and the key-carrying post-install
+    hook; with EFI_IMAGE also an image for slot class efi (the tutorial device's boot partition)."""
     content = work / f"content-{name}"
     if content.exists():
         shutil.rmtree(content)
     content.mkdir(parents=True)
-    os.link(image, content / "rootfs.ext4")
+    os.link(image, content / image_name)
+    efi_group = ""
+    if efi_image is not None:
+        shutil.copyfile(efi_image, content / efi_image.name)
+        efi_group = f"[image.efi]\nfilename={efi_image.name}\n\n"
     (content / "hook.sh").write_text(KEY_HOOK)
     (content / "hook.sh").chmod(0o755)
     (content / "manifest.raucm").write_text(
         f"[update]\ncompatible={compatible}\nversion={version}\n\n"
         "[bundle]\nformat=crypt\n\n"
         "[hooks]\nfilename=hook.sh\n\n"
-        "[image.rootfs]\nfilename=rootfs.ext4\nhooks=post-install\n"
+        f"{efi_group}[image.rootfs]\nfilename={image_name}\nhooks=post-install\n"
     )
     out = work / f"{name}.raucb"
     pyrauc("bundle", "--cert", signer_cert, "--key", signer_key, content, out, check=True)
