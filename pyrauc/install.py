@@ -303,7 +303,7 @@ class _Installation:
         # As RAUC: every target boot slot is marked bad before the first image is written (the tutorial
         # device writes efi.0 first: a power cut there must already find rootfs.1 bad).
         for plan in plans:
-            if not self._skip(plan):
+            if plan.method is not None:           # not skipped at the pre-check
                 self._mark_target_bad(plan.slot.root, marked)
         parts = 10 * max(1, len(plans))          # per image: 1 part to check, 9 to copy
         for n, plan in enumerate(plans):
