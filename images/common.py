@@ -32,10 +32,7 @@ RAUC_VARIANTS = ("pyrauc", "debian")
 
 def rauc_variant(override: str | None = None) -> str:
     """--rauc, else $PYRAUC_LAB_RAUC, else 'pyrauc' (labs/lab.py reads the same variable)."""
-    value = (override or os.environ.get("PYRAUC_LAB_RAUC") or "pyrauc").lower()
-    if value not in RAUC_VARIANTS:
-        raise ValueError(f"PYRAUC_LAB_RAUC / --rauc: {value!r} is not one of {', '.join(RAUC_VARIANTS)}")
-    return value
+    return _choice(override, "PYRAUC_LAB_RAUC", "--rauc", RAUC_VARIANTS)
 
 
 # The target's layout: the default lab device (UKIs, efi backend) or the tutorial's meta-rauc-qemux86
@@ -45,9 +42,14 @@ LAYOUTS = ("efi", "meta-rauc")
 
 def lab_layout(override: str | None = None) -> str:
     """--layout, else $PYRAUC_LAB_LAYOUT, else 'efi' (labs/lab.py derives it from the env file too)."""
-    value = (override or os.environ.get("PYRAUC_LAB_LAYOUT") or "efi").lower()
-    if value not in LAYOUTS:
-        raise ValueError(f"PYRAUC_LAB_LAYOUT / --layout: {value!r} is not one of {', '.join(LAYOUTS)}")
+    return _choice(override, "PYRAUC_LAB_LAYOUT", "--layout", LAYOUTS)
+
+
+def _choice(override: str | None, env: str, option: str, choices: tuple[str, ...]) -> str:
+    """OVERRIDE, else $ENV, else the first of CHOICES (the default); anything else is an error."""
+    value = (override or os.environ.get(env) or choices[0]).lower()
+    if value not in choices:
+        raise ValueError(f"{env} / {option}: {value!r} is not one of {', '.join(choices)}")
     return value
 
 
