@@ -75,6 +75,8 @@ class PyraucLabStrategy(Strategy):
     # ShellDriver's login_timeout.
     firmware_marker: str | None = attr.ib(default=None)
     firmware_timeout: int = attr.ib(default=90, validator=attr.validators.instance_of(int))
+    # How long the first boot's systemd transaction may take before the snapshot is saved.
+    settle_timeout: int = attr.ib(default=300, validator=attr.validators.instance_of(int))
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -174,8 +176,19 @@ class PyraucLabStrategy(Strategy):
         self._up(t0)
 
     def _save(self) -> None:
-        """savevm of the freshly booted target (SSH is reconnected afterwards; the console stays logged in)."""
+        """savevm of the freshly booted target (SSH is reconnected afterwards; the console stays logged in).
+
+        The snapshot is taken once systemd's boot transaction is done (``is-system-running --wait``):
+        SSH answers before late units such as rauc-mark-good.service (a D-Bus activation of
+        rauc.service) have finished, and a snapshot caught in the middle of a bus activation hands
+        every restored target a pending activation that dbus-daemon never completes.
+        """
         t0 = time.monotonic()
+        out, _, code = self.ssh.run("systemctl is-system-running --wait", timeout=self.settle_timeout)
+        state = " ".join(out).strip() or f"exit {code}"
+        self.logger.info("system %s after %.1f s", state, time.monotonic() - t0)
+        if state not in ("running", "degraded"):
+            raise StrategyError(f"savevm {SNAPSHOT}: the booted system did not settle ({state})")
         self._ssh_down()
         out = self._hmp(f"savevm {SNAPSHOT}")
         if out:
