@@ -88,6 +88,13 @@ class BundleAccess:
             send_headers=tuple(item for item in send.split(";") if item),
         )
 
+    def check_keyring(self) -> None:
+        """Refuse early, as RAUC does before it reads anything, when verifying has no keyring."""
+        if self.verify:
+            from pyrauc.keyring import require_keyring
+
+            require_keyring(self.keyring)
+
     def with_keyring(self, keyring: Keyring | None) -> BundleAccess:
         """The same access, verifying against ``keyring``."""
         return dataclasses.replace(self, keyring=keyring)

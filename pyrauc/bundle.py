@@ -26,6 +26,7 @@ from cryptography import x509
 
 from pyrauc import crypt, envelope, keys, signature, squashfs, verity
 from pyrauc.errors import BundleError, EnvelopeError, ManifestError, RaucError, SignatureError
+from pyrauc.keyring import require_keyring
 from pyrauc.manifest import Image, Manifest, derive_image_type
 from pyrauc.progress import Progress
 from pyrauc.signature import Keyring, Verified
@@ -610,8 +611,7 @@ def open_bundle(
         raise BundleError("Bundle format 'plain' not supported in streaming mode")
     verified: Verified | None = None
     if verify:
-        if keyring is None or (keyring.path is None and keyring.directory is None):
-            raise SignatureError("No keyring file or directory provided")
+        keyring = require_keyring(keyring)
         logger.info("Verifying bundle signature... ")
         if detached:
             verified = signature.cms_verify(sigdata, keyring, detached_path=path, detached_size=size)

@@ -138,6 +138,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         access = access.with_info_headers()
     else:
         path = _existing(source)
+    access.check_keyring()                   # before anything is read or fetched, as RAUC does
     log.info("Reading bundle: %s", redact(path))
     with access.open(path, sandboxed=False) as b:
         sys.stdout.write(info.format_info(b, args.output_format, color=sys.stdout.isatty(),

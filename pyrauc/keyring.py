@@ -140,9 +140,15 @@ class _Store:
     crls: list[x509.CertificateRevocationList]
 
 
-def _load_store(keyring: Keyring) -> _Store:
-    if keyring.path is None and keyring.directory is None:
+def require_keyring(keyring: Keyring | None) -> Keyring:
+    """KEYRING if it names a file or directory; RAUC's "No keyring ..." SignatureError otherwise."""
+    if keyring is None or (keyring.path is None and keyring.directory is None):
         raise SignatureError("No keyring file or directory provided")
+    return keyring
+
+
+def _load_store(keyring: Keyring) -> _Store:
+    require_keyring(keyring)
     certs: list[x509.Certificate] = []
     crls: list[x509.CertificateRevocationList] = []
     try:

@@ -136,6 +136,9 @@ ARGUMENTS = [
     case("info", "file:/nonexistent"), case("info", "file:x"), case("info", "file://host/x"),
     case("info", "file:///a%2Fb"), case("info", "file:///a#b"), case("info", "--", "--x"),
     case("info", "--", "/nonexistent"), case("--", "info", "/nonexistent"),
+    # no keyring anywhere (no system.conf on the host): refused before the bundle is read or fetched
+    case("info", "{bundle}"), case("info", "http://127.0.0.1:9/x.raucb"), case("extract", "{bundle}", "out-x"),
+    case("extract-signature", "{bundle}", "sig-x"),
 ]
 # global and command options anywhere, "=" and space forms --------------------------------------
 PLACEMENT = [

@@ -305,6 +305,16 @@ def test_info_url_over_http_and_https(site: Site) -> None:
     assert "received HTTP server info: total size" in remote.stderr
 
 
+def test_info_url_without_keyring_fails_before_any_request(site: Site) -> None:
+    """As RAUC: no keyring, no verification possible: one error line, nothing fetched."""
+    site.nginx.clear_log()
+    url = site.url("verity.raucb")
+    refused = pyrauc("info", url)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == ["No keyring file or directory provided"]
+    assert [r for r in site.nginx.requests() if "verity.raucb" in r["request"]] == []
+
+
 def test_info_url_basic_auth_redirect_and_headers(site: Site) -> None:
     site.nginx.clear_log()
     url = f"http://{USER}:{PASSWORD}@127.0.0.1:{site.nginx.http_port}/auth/verity.raucb"
