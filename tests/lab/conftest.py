@@ -90,3 +90,9 @@ def dut(strategy: Any, target: Any) -> RaucTargetDriver:
 def target_rauc(strategy: Any, target: Any) -> str:
     """Which rauc the target runs: 'pyrauc' or 'rauc 1.8' (Debian's C rauc; PYRAUC_LAB_RAUC=debian)."""
     return str(target.get_driver(RaucTargetDriver).rauc_flavour())
+
+
+@pytest.fixture(scope="session")
+def update_bundles(request: pytest.FixtureRequest, lab_run: Path) -> Path:
+    """Where bundles built once per test session live (shared by the xdist workers of the session)."""
+    return pytest_lab.session_dir(request.config) / "update-bundles"

@@ -55,6 +55,13 @@ class Device:
         """A crypt bundle whose rootfs cannot boot (the kernel finds no init and panics)."""
         raise NotImplementedError
 
+    def session_update_bundle(self, share: Path, signer_cert: Path, signer_key: Path) -> Path:
+        """update_bundle() of version "2", built once per test session in SHARE (the session's
+        ``update-bundles`` directory: the tutorial and the suites that need any update share it)."""
+        return updates.once_per_session(
+            share, f"{self.name}-update-2.raucb",
+            lambda scratch: self.update_bundle(scratch, "update-v2", "2", signer_cert, signer_key))
+
     # -- boot state ----------------------------------------------------------------------------
     def boot_state(self, dut: RaucTargetDriver) -> Any:
         """A comparable snapshot of the boot selection (and, on the grub device, the boot region)."""

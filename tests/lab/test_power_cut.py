@@ -35,7 +35,7 @@ import pytest
 from labs import lab
 from tests.helpers.bundles import pyrauc
 from tests.helpers.pki import Issued, make_recipients
-from tests.lab import updates
+from tests.lab.devices import EfiDevice
 from tests.lab.target import RaucTargetDriver, parse_shell_vars
 
 COMPATIBLE = "pyrauc-qemux86-64"
@@ -56,22 +56,20 @@ BOOTS_NEW = {"after-activate"}
 
 
 class Host:
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, update_bundles: Path) -> None:
         pki = lab.cache_dir() / "lab-pki"
         self.device: Issued = make_recipients(work / "devices", 1, "p256", prefix="cut-dev")[0]
-        image = updates.bootable_rootfs(lab.out_dir() / "disk.img", work / "rootfs-cut.ext4", "cut")
-        plain = updates.make_bundle(work, "cut", image, compatible=COMPATIBLE, version="cut",
-                                    signer_cert=pki / "signer.cert.pem", signer_key=pki / "signer.key.pem")
+        plain = EfiDevice().session_update_bundle(update_bundles, pki / "signer.cert.pem", pki / "signer.key.pem")
         self.bundle = work / "cut-encrypted.raucb"
         pyrauc("encrypt", "--keyring", pki / "ca.cert.pem", "--to", self.device.cert_path, plain, self.bundle,
                check=True)
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory, lab_run: Path, target_rauc: str) -> Host:
+def host(tmp_path_factory: pytest.TempPathFactory, lab_run: Path, target_rauc: str, update_bundles: Path) -> Host:
     if target_rauc != "pyrauc":
         pytest.skip("the pause points are pyrauc's (C rauc has none)")
-    return Host(tmp_path_factory.mktemp("cut"))
+    return Host(tmp_path_factory.mktemp("cut"), update_bundles)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +131,7 @@ def _fresh_install_boots(dut: RaucTargetDriver, strategy: Any) -> None:
     assert dut.leftovers() == ""
     strategy.reboot()
     assert dut.booted_bootname() == _other(booted)
-    assert dut.sh("cat /etc/lab-update-version").strip() == "cut"
+    assert dut.sh("cat /etc/lab-update-version").strip() == "2"
 
 
 @pytest.mark.parametrize("point", POINTS)

@@ -39,7 +39,7 @@ from labs import lab
 from tests.helpers.bundles import pyrauc
 from tests.helpers.pki import Issued, make_recipients
 from tests.helpers.webserver import FaultyProxy, Nginx, TlsFiles, bytes_served
-from tests.lab import updates
+from tests.lab.devices import EfiDevice
 from tests.lab.target import RaucTargetDriver
 
 COMPATIBLE = "pyrauc-qemux86-64"
@@ -362,14 +362,12 @@ def test_adaptive_v2_to_v3(web: Web, dut: RaucTargetDriver, lab_run: Path) -> No
     _clean(dut)
 
 
-def test_tutorial_encrypted_bundle_by_url(web: Web, strategy: Any, dut: RaucTargetDriver) -> None:
+def test_tutorial_encrypted_bundle_by_url(web: Web, strategy: Any, dut: RaucTargetDriver, update_bundles: Path) -> None:
     """The tutorial's encrypted update, installed by URL; then the target boots it.
 
     Last in the module: its reboot is also the one that shows the device still boots after every
     bad stream above (none of which activated a slot: still A before this install)."""
-    image = updates.bootable_rootfs(lab.out_dir() / "disk.img", web.work / "rootfs-v2.ext4", "2")
-    plain = updates.make_bundle(web.work, "update-v2", image, compatible=COMPATIBLE, version="2",
-                                signer_cert=web.signer_cert, signer_key=web.signer_key)
+    plain = EfiDevice().session_update_bundle(update_bundles, web.signer_cert, web.signer_key)
     encrypted = web.www / "update-v2-encrypted.raucb"
     pyrauc("encrypt", "--keyring", web.keyring, "--to", web.device.cert_path, plain, encrypted, check=True)
     encrypted.chmod(0o644)

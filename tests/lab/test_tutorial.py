@@ -173,13 +173,14 @@ def _check_slot_holds_update(tut: Tutorial, dut: RaucTargetDriver, device: Devic
         dut.sh(f"umount {mnt}")
 
 
-def test_01_build_crypt_bundle(tut: Tutorial, device: Device) -> None:
+def test_01_build_crypt_bundle(tut: Tutorial, device: Device, update_bundles: Path) -> None:
     """Step 1: a crypt bundle whose hook carries the device keys into the new slot.
 
     From the image the target booted (pyrauc or Debian rauc): on the efi device its rootfs-a as an
     ext4 image; on the grub device the tutorial's images ``efi`` (efi-boot.vfat) and ``rootfs`` (tar).
+    Built once per test session (the power-cut and streaming suites install the same update).
     """
-    tut.plain_bundle = device.update_bundle(tut.work, "update-v2", "2", tut.signer_cert, tut.signer_key)
+    tut.plain_bundle = device.session_update_bundle(update_bundles, tut.signer_cert, tut.signer_key)
     info = pyrauc("info", "--keyring", tut.keyring, tut.plain_bundle, check=True)
     text = ANSI.sub("", info.stdout)
     assert "Bundle Format:  crypt [unencrypted CMS]" in text

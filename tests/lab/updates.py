@@ -7,10 +7,13 @@ kernel finds no init, initramfs-tools panics and (panic=10 in the UKI) the machi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.helpers.bundles import pyrauc
@@ -113,4 +116,25 @@ def make_bundle(work: Path, name: str, image: Path, *, compatible: str, version:
     out = work / f"{name}.raucb"
     pyrauc("bundle", "--cert", signer_cert, "--key", signer_key, content, out, check=True)
     shutil.rmtree(content)
+    return out
+
+
+def once_per_session(share: Path, name: str, build: Callable[[Path], Path]) -> Path:
+    """SHARE/NAME, made by BUILD (given a scratch directory, returning the file it made) unless it is there.
+
+    The lab suites that install *an* update of the booted system (the tutorial, the power cuts, the
+    streamed tutorial) build the same bundle: SHARE is the test session's directory, so it is built
+    once per session, also across pytest-xdist workers (the others wait on a lock file meanwhile),
+    and never outlives the run that built it.
+    """
+    share.mkdir(parents=True, exist_ok=True)
+    out = share / name
+    with open(share / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out.exists():
+            scratch = Path(tempfile.mkdtemp(dir=share, prefix=f".{name}-"))
+            try:
+                os.replace(build(scratch), out)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
     return out
