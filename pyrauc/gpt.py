@@ -8,14 +8,19 @@ the GPT (primary and backup table, via ``sfdisk -N 1``) to start at that half wi
 half; type, UUID, name, attributes and all other partitions are kept. Only the table rewrite
 switches, so an interruption before it leaves the old boot partition intact.
 
-pyrauc's rules (checked before a byte is written):
+The rules, checked before a byte is written, with RAUC's messages:
 
-* region-start and region-size must both be set, region-start must be a multiple of the disk's
-  logical sector size and region-size a multiple of two sectors (so both halves are whole sectors);
+* region-start and region-size must both be set ("Region configuration is invalid");
+  region-start must be aligned to the partitioning grain (libfdisk's default, 1 MiB, at least a
+  sector) and region-size to twice the grain, so both halves are aligned;
 * the region must lie within the usable LBAs of the GPT (first-lba .. last-lba);
 * no partition other than partition 1 may overlap the region;
-* partition 1 must start exactly at the start of one half and end inside that half;
+* partition 1 ("entry 0") must start exactly at the start of one half and end inside that half;
 * the image must not be larger than a half.
+
+The install logs RAUC's lines: "Found inactive (second) half of boot partition region (pos. ...B,
+size ...B)", "Clearing inactive (second) half ...", "Write image to inactive (second) half ...",
+"Setting second half of boot partition region active in GPT" (first/second as the case may be).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 BLKRRPART = 0x125F
+GRAIN = 1 << 20              # libfdisk's default alignment of partitions
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,11 @@ class GptSwitchPlan:
     @property
     def target_start(self) -> int:
         return self.region_start + self.activating * self.half_size
+
+    @property
+    def which(self) -> str:
+        """RAUC's name of the activating half."""
+        return "second" if self.activating else "first"
 
     def hook_env(self) -> dict[str, str]:
         """RAUC_BOOT_* of the boot-switch slot hooks."""
@@ -91,7 +102,7 @@ def read_table(device: str) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         raise InstallError(f"Reading partition table of {device} failed: unexpected sfdisk output") from exc
     if table.get("label") != "gpt":
-        raise InstallError(f"Device {device} has no GPT partition table (found '{table.get('label')}')")
+        raise InstallError(f"GPT not found on {device} (found '{table.get('label') or 'no'}' partition table)")
     return dict(table)
 
 
@@ -115,30 +126,37 @@ def _partitions(table: dict[str, Any]) -> dict[int, dict[str, Any]]:
 def plan(device: str, region_start: int | None, region_size: int | None, slot_name: str,
          image_size: int) -> GptSwitchPlan:
     """Check the disk, the region and the image; return where the image goes."""
-    if region_start is None or region_size is None:
-        raise InstallError(f"Slot {slot_name} of type boot-gpt-switch needs region-start and region-size")
+    if region_start is None or region_size is None or region_size <= 0:
+        raise InstallError(f"Region configuration is invalid (slot {slot_name}: boot-gpt-switch needs "
+                           "region-start and region-size)")
     table = read_table(device)
     ssz = int(table.get("sectorsize", 512))
-    if region_start % ssz:
-        raise InstallError(f"region-start ({region_start}) of slot {slot_name} is not aligned to the "
-                           f"sector size ({ssz} bytes)")
-    if region_size <= 0 or region_size % (2 * ssz):
-        raise InstallError(f"region-size ({region_size}) of slot {slot_name} must be a positive multiple of "
-                           f"{2 * ssz} bytes (two halves of whole sectors)")
+    grain = max(GRAIN, ssz)
+    if region_start % grain:
+        raise InstallError(f"Region start {region_start} is not aligned to grain-size {grain}")
+    if region_size % (2 * grain):
+        raise InstallError(f"Region size {region_size} is not aligned to the double grain-size {2 * grain}")
     half = region_size // 2
     r_first, r_last = region_start // ssz, (region_start + region_size) // ssz - 1
     first_lba, last_lba = int(table["firstlba"]), int(table["lastlba"])
-    if r_first < first_lba or r_last > last_lba:
-        raise InstallError(f"Region {region_start}+{region_size} of slot {slot_name} is outside the usable "
-                           f"area of the GPT on {device} (sectors {first_lba}..{last_lba})")
+    if r_first > last_lba:
+        raise InstallError(f"Region starts beyond end of block device {device} (usable sectors "
+                           f"{first_lba} - {last_lba})")
+    if r_last > last_lba:
+        raise InstallError(f"Region ends beyond end of block device {device} (usable sectors "
+                           f"{first_lba} - {last_lba})")
+    if r_first < first_lba:
+        raise InstallError(f"Region start {region_start} is before the first usable sector {first_lba} "
+                           f"of the GPT on {device}")
     parts = _partitions(table)
     p1 = parts.get(1)
     if p1 is None:
-        raise InstallError(f"GPT on {device} has no partition 1")
+        raise InstallError(f"No boot partition found in entry 0 of the GPT on {device}")
     for num, p in parts.items():
         start, size = int(p["start"]), int(p["size"])
         if num != 1 and start <= r_last and start + size - 1 >= r_first:
-            raise InstallError(f"Partition {num} on {device} overlaps the region of slot {slot_name}")
+            raise InstallError(f"Region (sectors {r_first} - {r_last}) overlaps with partition {num} "
+                               f"(sectors {start} - {start + size - 1})")
     p1_start, p1_size = int(p1["start"]) * ssz, int(p1["size"]) * ssz
     for idx in (0, 1):
         h_start = region_start + idx * half
@@ -146,12 +164,11 @@ def plan(device: str, region_start: int | None, region_size: int | None, slot_na
             current = idx
             break
     else:
-        raise InstallError(f"Partition 1 on {device} (start {p1_start}, size {p1_size} bytes) does not lie "
-                           f"in one half of the region of slot {slot_name} (start {region_start}, "
-                           f"half size {half} bytes)")
+        raise InstallError(f"Boot partition's start address does not match region configuration (entry 0: "
+                           f"start {p1_start}, size {p1_size} bytes; halves of {half} bytes at {region_start} "
+                           f"and {region_start + half})")
     if image_size > half:
-        raise InstallError(f"Image size ({image_size} bytes) exceeds size of region half of slot "
-                           f"{slot_name} ({half} bytes)")
+        raise InstallError(f"Size of image ({image_size}) does not fit to slot size {half}")
     return GptSwitchPlan(device=device, sector_size=ssz, region_start=region_start, region_size=region_size,
                          current_half=current)
 
@@ -160,7 +177,9 @@ def clear_half(plan_: GptSwitchPlan) -> None:
     """Zero the whole inactive half before the image goes there, as RAUC does ("Clearing inactive
     (second) half of boot partition region on <device>"): nothing of an older, larger image stays
     behind the new one. Partition 1 does not point at this half, so this changes nothing that boots."""
-    which = "second" if plan_.activating else "first"
+    which = plan_.which
+    log.info("Found inactive (%s) half of boot partition region (pos. %dB, size %dB)", which,
+             plan_.target_start, plan_.half_size)
     log.info("Clearing inactive (%s) half of boot partition region on %s", which, plan_.device)
     zeros = bytes(CHUNK)
     try:
@@ -177,6 +196,7 @@ def clear_half(plan_: GptSwitchPlan) -> None:
                            f"{exc.strerror}") from exc
     finally:
         os.close(fd)
+    log.info("Write image to inactive (%s) half of boot partition region on %s", which, plan_.device)
 
 
 def _comparable(table: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +218,7 @@ def switch_partition(plan_: GptSwitchPlan) -> None:
     dev = plan_.device
     before = read_table(dev)
     start, size = plan_.target_start // plan_.sector_size, plan_.half_size // plan_.sector_size
+    log.info("Setting %s half of boot partition region active in GPT", plan_.which)
     _sfdisk(["--no-reread", "--no-tell-kernel", "--quiet", "--wipe", "never", "--wipe-partitions", "never",
              "-N", "1", dev], f"Switching partition 1 of {dev}", stdin=f"start={start}, size={size}\n")
     after = read_table(dev)

@@ -98,12 +98,19 @@ def test_combination_supported(image_type: str) -> None:
     assert handlers.check_combination(image_type, "boot-gpt-switch") == handlers.GPT_SWITCH
 
 
-def test_install_twice_alternates_halves(tmp_path: Path) -> None:
+def test_install_twice_alternates_halves(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     disk = make_disk(tmp_path / "disk.img")
     before = sfdisk_json(disk)
     data_part = read_at(disk, 24 * MiB, 16 * MiB)
     first = os.urandom(3 * MiB + 1234)
-    install(make_job(tmp_path, disk, first), tmp_path)
+    with caplog.at_level("INFO", logger="pyrauc.gpt"):
+        install(make_job(tmp_path, disk, first), tmp_path)
+    assert [r.getMessage() for r in caplog.records if r.name == "pyrauc.gpt"] == [
+        f"Found inactive (second) half of boot partition region (pos. {REGION_START + HALF}B, size {HALF}B)",
+        f"Clearing inactive (second) half of boot partition region on {disk}",
+        f"Write image to inactive (second) half of boot partition region on {disk}",
+        "Setting second half of boot partition region active in GPT"]
+    caplog.clear()
 
     after1 = sfdisk_json(disk)
     p1 = after1["partitions"][0]
@@ -114,7 +121,9 @@ def test_install_twice_alternates_halves(tmp_path: Path) -> None:
     sfdisk_verify(disk)
 
     second = os.urandom(HALF)                                     # exactly a half fits
-    install(make_job(tmp_path, disk, second), tmp_path)
+    with caplog.at_level("INFO", logger="pyrauc.gpt"):
+        install(make_job(tmp_path, disk, second), tmp_path)
+    assert "Setting first half of boot partition region active in GPT" in caplog.messages
     after2 = sfdisk_json(disk)
     p1 = after2["partitions"][0]
     assert (p1["start"], p1["size"]) == (REGION_START // SECTOR, HALF // SECTOR)
@@ -189,8 +198,8 @@ def assert_rejected(tmp_path: Path, disk: Path, match: str, **kw: object) -> Non
 
 def test_image_too_large(tmp_path: Path) -> None:
     disk = make_disk(tmp_path / "disk.img")
-    assert_rejected(tmp_path, disk, rf"Image size \({HALF + 1} bytes\) exceeds size of region half of slot "
-                    rf"efi.0 \({HALF} bytes\)", data=b"y" * (HALF + 1))
+    assert_rejected(tmp_path, disk, rf"Size of image \({HALF + 1}\) does not fit to slot size {HALF}$",
+                    data=b"y" * (HALF + 1))
 
 
 @pytest.mark.parametrize("layout", [
@@ -200,31 +209,36 @@ def test_image_too_large(tmp_path: Path) -> None:
 ])
 def test_partition1_not_in_a_half(tmp_path: Path, layout: str) -> None:
     disk = make_disk(tmp_path / "disk.img", layout)
-    assert_rejected(tmp_path, disk, "does not lie in one half of the region")
+    assert_rejected(tmp_path, disk, "^Boot partition's start address does not match region configuration")
 
 
 def test_other_partition_overlaps_region(tmp_path: Path) -> None:
     disk = make_disk(tmp_path / "disk.img", 'start=4MiB, size=8MiB, type=uefi\nstart=18MiB, size=4MiB\n')
-    assert_rejected(tmp_path, disk, "Partition 2 on .* overlaps the region")
+    assert_rejected(tmp_path, disk, r"^Region \(sectors 8192 - 40959\) overlaps with partition 2 "
+                    r"\(sectors 36864 - 45055\)$")
 
 
 def test_no_partition1(tmp_path: Path) -> None:
     disk = make_disk(tmp_path / "disk.img", "2 : start=24MiB, size=1MiB\n")
-    assert_rejected(tmp_path, disk, "has no partition 1")
+    assert_rejected(tmp_path, disk, "^No boot partition found in entry 0")
 
 
 def test_not_gpt(tmp_path: Path) -> None:
     disk = make_disk(tmp_path / "disk.img", "start=4MiB, size=8MiB, type=c\n", label="dos")
-    assert_rejected(tmp_path, disk, "has no GPT partition table")
+    assert_rejected(tmp_path, disk, "^GPT not found")
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"region_start": None}, "needs region-start and region-size"),
-    ({"region_size": None}, "needs region-start and region-size"),
-    ({"region_start": REGION_START + 100}, "is not aligned to the sector size"),
-    ({"region_size": REGION_SIZE + 512}, "must be a positive multiple of 1024 bytes"),
-    ({"region_start": 60 * MiB}, "is outside the usable area of the GPT"),
-    ({"region_start": 0}, "is outside the usable area of the GPT"),
+    ({"region_start": None}, "^Region configuration is invalid"),
+    ({"region_size": None}, "^Region configuration is invalid"),
+    ({"region_start": REGION_START + 100}, rf"^Region start {REGION_START + 100} is not aligned to grain-size {MiB}$"),
+    ({"region_start": REGION_START + 512 * 1024}, "^Region start .* is not aligned to grain-size"),
+    ({"region_size": REGION_SIZE + 512}, rf"^Region size {REGION_SIZE + 512} is not aligned to the double "
+                                         rf"grain-size {2 * MiB}$"),
+    ({"region_size": REGION_SIZE + MiB}, "^Region size .* is not aligned to the double grain-size"),
+    ({"region_start": 60 * MiB}, "^Region ends beyond end of block device"),
+    ({"region_start": 80 * MiB}, "^Region starts beyond end of block device"),
+    ({"region_start": 0}, "^Region start 0 is before the first usable sector"),
 ])
 def test_bad_region(tmp_path: Path, kw: dict, match: str) -> None:
     disk = make_disk(tmp_path / "disk.img")
