@@ -48,6 +48,9 @@ class Status(enum.Enum):
     restored = 3
 
 
+EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"     # EFI_GLOBAL_VARIABLE: BootNext, BootCurrent
+
+
 @target_factory.reg_driver
 @attr.s(eq=False)
 class PyraucLabStrategy(Strategy):
@@ -261,11 +264,28 @@ class PyraucLabStrategy(Strategy):
             status = Status[status]
         self.status = status
 
+    def _efi_var(self, name: str) -> str | None:
+        """A 16-bit EFI global variable of the booted target (BootNext, BootCurrent) as "XXXX", or None."""
+        out, _, code = self.ssh.run(f"od -An -tx1 /sys/firmware/efi/efivars/{name}-{EFI_GLOBAL} 2>/dev/null",
+                                    timeout=30)
+        data = " ".join(out).split()      # 4 bytes of attributes, then the value (little endian)
+        if code != 0 or len(data) != 6:
+            return None
+        return (data[5] + data[4]).upper()
+
     @step(args=["command"])
-    def reboot(self, command: str = "systemctl reboot") -> float:
-        """Reboot from inside (COMMAND on the console), wait for login + SSH; return seconds."""
+    def reboot(self, command: str = "systemctl reboot", *, retry: bool = True) -> float:
+        """Reboot from inside (COMMAND on the console), wait for login + SSH; return seconds.
+
+        QEMU only: when the watchdog had to power-cycle a hung reset, the firmware may already have
+        used up BootNext (OVMF deletes it before it shows anything); a reboot that was to try a new
+        slot would then land in the old one for a reason no device has. The strategy notes BootNext
+        before the reset and, after such a recovery, sets it again and reboots once more (logged).
+        """
         if self.status not in (Status.shell, Status.restored):
             raise StrategyError(f"reboot() needs a booted target, not {self.status.name}")
+        boot_next = self._efi_var("BootNext") if self.qemu is not None else None
+        recoveries = self.recoveries
         self._down()
         self.target.activate(self.console)
         self.console.sendline(command)
@@ -278,6 +298,13 @@ class PyraucLabStrategy(Strategy):
             except pexpect.TIMEOUT:
                 self._recover(f"no firmware output {self.firmware_timeout} s after the reset")
         self._up(t0)
+        if retry and self.recoveries > recoveries and boot_next is not None:
+            current = self._efi_var("BootCurrent")
+            if current != boot_next:
+                self.logger.warning("the hung reset used up BootNext %s (Boot%s came up): setting it again "
+                                    "and rebooting", boot_next, current)
+                self.ssh.run_check(f"efibootmgr --bootnext {boot_next} >/dev/null")
+                return self.reboot(command, retry=False)
         return self.last_boot_seconds or 0.0
 
     @step()

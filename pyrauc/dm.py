@@ -125,16 +125,30 @@ def create(name: str, table: str) -> str:
 
 
 def remove(name: str, *, deferred: bool = False, retries: int = 10) -> None:
-    """Remove dm device ``name``, retrying while it is briefly busy (udev probes after umount)."""
+    """Remove dm device ``name``, retrying while it is briefly busy (udev probes after umount).
+
+    Still busy after the retries (a prober blocked on a failing stream below, say): the removal is
+    deferred, so the kernel removes the device as soon as its last user closes it (the caller then
+    releases what lies below, which ends such a reader), and a warning says so.
+    """
     argv = ["dmsetup", "remove", "--noudevsync"] + (["--deferred"] if deferred else []) + [name]
     for attempt in range(retries):
         try:
             _dmsetup(argv)
             return
         except DmError as exc:
-            if attempt == retries - 1:
-                raise DmError(f"failed to remove dm device {name}: {exc}") from exc
-            time.sleep(0.1 * (attempt + 1))
+            if attempt < retries - 1:
+                time.sleep(0.1 * (attempt + 1))
+                continue
+            if not deferred and exists(name):
+                try:
+                    _dmsetup(["dmsetup", "remove", "--noudevsync", "--deferred", name])
+                except DmError:
+                    pass
+                else:
+                    log.warning("dm device %s is busy: removed when its last user closes it", name)
+                    return
+            raise DmError(f"failed to remove dm device {name}: {exc}") from exc
 
 
 def exists(name: str) -> bool:

@@ -107,6 +107,25 @@ def test_devices_removed_on_error(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rec.calls[-1][0] == ["dmsetup", "remove", "--noudevsync", name]
 
 
+def test_busy_device_removal_is_deferred(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Still busy after the retries: a deferred removal (the kernel's, at the last close), no error."""
+    calls: list[list[str]] = []
+
+    def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(list(argv))
+        if argv[1] == "remove" and "--deferred" not in argv:
+            return subprocess.CompletedProcess(argv, 1, "", "device-mapper: remove ioctl failed: Device busy\n")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(dm.subprocess, "run", run)
+    monkeypatch.setattr(dm.time, "sleep", lambda s: None)
+    dm.remove("rauc-verity-bundle-x", retries=3)
+    name = "rauc-verity-bundle-x"
+    assert [c for c in calls if c[1] == "remove"] == [["dmsetup", "remove", "--noudevsync", name]] * 3 + [
+        ["dmsetup", "remove", "--noudevsync", "--deferred", name]]
+    assert "dm device rauc-verity-bundle-x is busy: removed when its last user closes it" in caplog.messages
+
+
 def test_create_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dm.subprocess, "run", Recorder(fail_on="create"))
     with pytest.raises(dm.DmError) as exc:
