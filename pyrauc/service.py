@@ -422,6 +422,12 @@ def setup_context(opts: ServiceOptions) -> Context:
 
 async def serve(opts: ServiceOptions, out: Callable[[str], None]) -> None:
     """Run the service until SIGTERM (returns) or until the bus is lost (ServiceError)."""
+    # SIGTERM/SIGINT are ours before the name is on the bus: a client that sees the service and
+    # stops it at once must get a clean exit, not the CLI's interrupted-command path
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     ctx = setup_context(opts)
     log_startup_event(ctx)
     label = bus_label()
@@ -448,10 +454,6 @@ async def serve(opts: ServiceOptions, out: Callable[[str], None]) -> None:
         log.info("Autoinstall bundle '%s' found", autoinstall)
         installer.start_install(autoinstall, InstallArgs(handler_args=opts.handler_args, keyring_path=opts.keyring,
                                                          mountprefix=opts.mountprefix))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     stopped = asyncio.ensure_future(stop.wait())
     lost = asyncio.ensure_future(bus.wait_for_disconnect())
     await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
