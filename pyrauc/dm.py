@@ -131,10 +131,12 @@ def remove(name: str, *, deferred: bool = False, retries: int = 10) -> None:
     deferred, so the kernel removes the device as soon as its last user closes it (the caller then
     releases what lies below, which ends such a reader), and a warning says so.
     """
-    argv = ["dmsetup", "remove", "--noudevsync"] + (["--deferred"] if deferred else []) + [name]
+    def argv(later: bool) -> list[str]:
+        return ["dmsetup", "remove", "--noudevsync"] + (["--deferred"] if later else []) + [name]
+
     for attempt in range(retries):
         try:
-            _dmsetup(argv)
+            _dmsetup(argv(deferred))
             return
         except DmError as exc:
             if attempt < retries - 1:
@@ -142,7 +144,7 @@ def remove(name: str, *, deferred: bool = False, retries: int = 10) -> None:
                 continue
             if not deferred and exists(name):
                 try:
-                    _dmsetup(["dmsetup", "remove", "--noudevsync", "--deferred", name])
+                    _dmsetup(argv(True))
                 except DmError:
                     pass
                 else:
