@@ -38,7 +38,6 @@ from tests.helpers.pki import Issued, make_recipients
 from tests.lab.devices import EfiDevice
 from tests.lab.target import RaucTargetDriver, parse_shell_vars
 
-COMPATIBLE = "pyrauc-qemux86-64"
 BUNDLE = "/data/cut.raucb"
 LOG = "/run/cut.log"
 INSTALL_TIMEOUT = 1800
