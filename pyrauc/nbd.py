@@ -19,9 +19,12 @@ from u64, len u32``; reply ``magic 0x67446698, error u32, handle``, then ``len``
 with error 0. Types: READ (0), DISC (2), and pyrauc's private CONFIGURE (0x1000) whose payload and
 reply are JSON (RAUC uses a GVariant there; only the kernel-facing part must be exact). READs are
 answered by a pool of threads, each with its own keep-alive HTTP connection, in completion order
-(the kernel keeps several requests in flight); adjacent READs that arrive together (readahead) are
-fetched with one Range request (:func:`merge_reads`), which halves the helper's work per byte. A
-failed READ is answered with EIO (5); the kernel's read fails and so does the install.
+(the kernel keeps several requests in flight); adjacent READs that arrive together are fetched with
+one Range request (:func:`merge_reads`). The squashfs above reads one block (128 KiB) at a time and
+waits for it, so most READs arrive alone: :class:`ReadAhead` notices sequential runs and fetches the
+bytes that follow with the READ, answering the next READs from memory (one HTTP request per
+megabytes instead of per block: under TCG a request costs the helper about 7 ms of CPU). A failed
+READ is answered with EIO (5); the kernel's read fails and so does the install.
 
 Kernel side (:func:`kernel_device`): generic netlink family ``nbd``, NBD_CMD_CONNECT with size,
 block size 4096, timeout 300 s, server flags 0 and the socket; the kernel picks /dev/nbdN. The
@@ -48,8 +51,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyrauc import stream
@@ -76,6 +81,12 @@ STOP_TIMEOUT = 30.0
 MAX_REQUEST = 32 << 20               # a READ larger than this is a protocol error
 MERGE_LIMIT = 4 << 20                # adjacent READs fetched with one Range request, up to this many bytes
 PROGRESS_INTERVAL = 10.0             # seconds between the helper's download progress lines
+READAHEAD_MIN = 128 << 10            # the smallest read-ahead of a sequential run (a squashfs block)
+READAHEAD_MAX = 2 << 20              # the largest read-ahead (one Range request)
+READAHEAD_LINK = 4 << 20             # a read this close after a run's end continues the run
+READAHEAD_SHARE = 8                  # a run reads ahead 1/READAHEAD_SHARE of what it fetched so far
+READAHEAD_KEEP = 8 << 20             # no read-ahead while this many fetched bytes wait to be read
+READAHEAD_STALE = 64                 # fetched bytes not read from during this many reads are dropped
 
 
 class NbdError(InstallError):
@@ -98,6 +109,124 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 # --------------------------------------------------------------------------------------------
 # the helper process: the NBD server
 
+@dataclass(eq=False)
+class _Span:
+    """Fetched (or being fetched) bytes ``[start, end)`` of the bundle."""
+
+    start: int
+    end: int
+    ready: threading.Event = field(default_factory=threading.Event)
+    data: bytes = b""
+    error: StreamError | None = None
+    served: int = 0                    # bytes handed out so far
+    used: int = 0                      # ReadAhead's read count when it was last read from
+
+
+class ReadAhead:
+    """Sequential read-ahead over ``fetch(offset, length)`` (thread-safe).
+
+    A read that continues a sequential run (it starts where a recent fetch ended, or at most
+    :data:`READAHEAD_LINK` bytes after one: the install copies with several readers, each a few MiB
+    ahead of the other) is fetched together with the bytes that follow it: an eighth
+    (:data:`READAHEAD_SHARE`) of what the run has fetched so far, between :data:`READAHEAD_MIN`
+    and :data:`READAHEAD_MAX`. So at most an eighth of a run's bytes (or one READAHEAD_MIN) are
+    fetched in vain, which keeps an adaptive update's changed extents cheap, and a long copy takes
+    one request per READAHEAD_MAX. Reads into fetched (or still arriving) bytes are answered from them. Any other
+    read (the first of a run; an adaptive update's blocks far apart; bytes read before, such as
+    dm-verity's hash blocks read again) fetches exactly its bytes.
+    Fetched bytes are dropped once every byte was read, or when nobody read from them during the
+    last :data:`READAHEAD_STALE` reads (a run's overshoot); no read-ahead starts while
+    :data:`READAHEAD_KEEP` bytes are held, so memory stays bounded and bytes are never dropped
+    before they are read. A failed fetch fails the reads waiting for it and is forgotten (a later
+    read tries again).
+    """
+
+    def __init__(self, fetch: Callable[[int, int], bytes], size: int, *, minimum: int = READAHEAD_MIN,
+                 maximum: int = READAHEAD_MAX, keep: int = READAHEAD_KEEP, share: int = READAHEAD_SHARE) -> None:
+        self._fetch = fetch
+        self._size = size
+        self._min, self._max, self._keep, self._share = minimum, maximum, keep, share
+        self._lock = threading.Lock()
+        self._spans: list[_Span] = []          # oldest first
+        self._runs: dict[int, int] = {}        # where a fetch ended -> bytes its run has fetched
+        self._gone: deque[tuple[int, int]] = deque(maxlen=256)   # fetched before, since dropped
+        self._reads = 0
+
+    def read(self, offset: int, length: int) -> bytes | memoryview:
+        """Exactly ``length`` bytes at ``offset`` (StreamError from the fetch that failed)."""
+        parts: list[memoryview] = []
+        pos, end = offset, offset + length
+        while pos < end:
+            span, owner = self._claim(pos, end)
+            if owner:
+                self._fill(span)
+            else:
+                span.ready.wait()
+            if span.error is not None:
+                raise span.error
+            take = min(end, span.end) - pos
+            parts.append(memoryview(span.data)[pos - span.start:pos - span.start + take])
+            pos += take
+            self._served(span, take)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _claim(self, pos: int, end: int) -> tuple[_Span, bool]:
+        """The span holding ``pos`` (False), or a new one starting there for this thread to fetch (True)."""
+        with self._lock:
+            self._reads += 1
+            self._evict()
+            for span in self._spans:
+                if span.start <= pos < span.end and span.error is None:
+                    span.used = self._reads
+                    return span, False
+            run = self._runs.pop(pos, 0)
+            if any(start <= pos < stop for start, stop in self._gone):
+                run = 0                        # read again (dm-verity's hash blocks): no read-ahead
+            elif not run:
+                near = [e for e in self._runs if pos - READAHEAD_LINK <= e < pos]
+                run = self._runs[max(near)] if near else 0
+            stop = end
+            room = self._keep - sum(s.end - s.start for s in self._spans)
+            if run and room > 0:               # sequential: fetch ahead, within the budget and the bundle
+                stop = max(end, min(pos + min(max(run // self._share, self._min), self._max, room), self._size))
+            stop = min([stop] + [s.start for s in self._spans if pos < s.start < stop]
+                       + [start for start, _ in self._gone if pos < start < stop])
+            span = _Span(pos, stop, used=self._reads)
+            self._spans.append(span)
+            self._runs[stop] = run + (stop - pos)
+            while len(self._runs) > 64:        # only recent ends can continue a run
+                del self._runs[next(iter(self._runs))]
+            return span, True
+
+    def _fill(self, span: _Span) -> None:
+        try:
+            span.data = self._fetch(span.start, span.end - span.start)
+        except StreamError as e:
+            span.error = e
+        except Exception as e:                 # never leave waiting readers behind
+            span.error = StreamError(f"{type(e).__name__}: {e}")
+        if span.error is not None:
+            with self._lock:
+                self._spans.remove(span)
+                self._runs.pop(span.end, None)
+        span.ready.set()
+
+    def _served(self, span: _Span, n: int) -> None:
+        with self._lock:
+            span.served += n
+            if span.served >= span.end - span.start and span in self._spans:
+                self._spans.remove(span)       # every byte went out: a READ of it again fetches anew
+                self._gone.append((span.start, span.end))
+
+    def _evict(self) -> None:
+        """Drop fetched bytes nobody read from during the last READAHEAD_STALE reads (lock held):
+        what a run fetched past its end. Bytes still to be read are never dropped for room."""
+        keep = [s for s in self._spans if not s.ready.is_set() or self._reads - s.used <= READAHEAD_STALE]
+        if len(keep) < len(self._spans):
+            self._gone.extend((s.start, s.end) for s in self._spans if s not in keep)
+            self._spans = keep
+
+
 class NbdServer:
     """Answers NBD requests on ``sock`` with HTTP Range requests (one instance per helper process)."""
 
@@ -105,15 +234,18 @@ class NbdServer:
         self.sock = sock
         self.workers = workers
         self.client: stream.HttpRangeClient | None = None
+        self.readahead: ReadAhead | None = None
         self.stats = Stats()
         self.size = 0
         self._write = threading.Lock()
         self._started = time.monotonic()
         self._reported = self._started
 
-    def _reply(self, handle: bytes, error: int, data: bytes = b"") -> None:
+    def _reply(self, handle: bytes, error: int, data: bytes | memoryview = b"") -> None:
         with self._write:
-            self.sock.sendall(REPLY.pack(REPLY_MAGIC, error, handle) + data)
+            self.sock.sendall(REPLY.pack(REPLY_MAGIC, error, handle))
+            if data:
+                self.sock.sendall(data)
 
     def serve(self) -> None:
         """The loop: until DISC or the end of the socket; every READ answered before returning."""
@@ -143,7 +275,7 @@ class NbdServer:
             if magic != REQUEST_MAGIC:
                 raise NbdError("nbd server received bad request magic")
             if kind == CMD_READ:
-                if self.client is None or length > MAX_REQUEST:
+                if self.readahead is None or length > MAX_REQUEST:
                     self._reply(handle, EIO)
                 else:
                     reads.append((handle, offset, length))
@@ -174,6 +306,7 @@ class NbdServer:
                                                  connections=self.workers)
             info = self.client.probe()
             self.size = info.size
+            self.readahead = ReadAhead(self.client.read, info.size)
             result = {"url": info.url, "size": info.size, "current-time": info.current_time,
                       "modified-time": info.modified_time, "etag": info.etag}
         except stream.ProbeError as e:
@@ -185,10 +318,10 @@ class NbdServer:
 
     def _read(self, run: list[tuple[bytes, int, int]]) -> None:
         """Fetch a run of adjacent READs with one Range request and answer each (EIO to all on failure)."""
-        assert self.client is not None
+        assert self.readahead is not None
         first, end = run[0][1], run[-1][1] + run[-1][2]
         try:
-            data = self.client.read(first, end - first)
+            data = self.readahead.read(first, end - first)
         except Exception as e:             # never leave the kernel waiting for an answer
             if isinstance(e, StreamError):
                 log.warning(f"nbd server: reading {end - first} bytes at {first} failed: {e}")
@@ -198,8 +331,9 @@ class NbdServer:
                 self._reply(handle, EIO)
             return
         try:
+            view = memoryview(data)
             for handle, offset, length in run:
-                self._reply(handle, 0, data[offset - first:offset - first + length])
+                self._reply(handle, 0, view[offset - first:offset - first + length])
         except OSError as e:
             log.warning(f"nbd server: cannot send the reply: {e.strerror}")
         self._progress()

@@ -164,8 +164,8 @@ def test_helper_reuses_connections_and_reports_statistics(site: Site) -> None:
     helper = nbd.Helper.start(StreamOptions(sandbox_user=SANDBOX))
     proc_err = helper.proc
     helper.configure(site.url("blob.bin"), StreamOptions(sandbox_user=SANDBOX))
-    for i in range(16):
-        helper.read(i * 65536, 65536)
+    for i in reversed(range(16)):
+        helper.read(i * 65536, 32768)              # backwards: no read-ahead, one request each
     helper.stop()
     requests = [r for r in site.nginx.requests() if "blob.bin" in r["request"]]
     assert len(requests) == 17
@@ -629,6 +629,140 @@ def test_merge_reads_groups_adjacent_ranges() -> None:
     assert [[r[1] for r in run] for run in runs] == [[0, 4096, 8192], [16384, 20480], [24576]]
 
 
+class Blob:
+    """An in-memory bundle for :class:`nbd.ReadAhead`: the fetches it was asked for, and failures on demand."""
+
+    def __init__(self, size: int) -> None:
+        self.data = random.Random(size).randbytes(size)
+        self.fetches: list[tuple[int, int]] = []
+        self.fail = 0
+        self.lock = threading.Lock()
+
+    def fetch(self, offset: int, length: int) -> bytes:
+        with self.lock:
+            self.fetches.append((offset, length))
+            if self.fail:
+                self.fail -= 1
+                raise stream.StreamError("request failed (no more retries): connection refused")
+        return self.data[offset:offset + length]
+
+    @property
+    def fetched(self) -> int:
+        return sum(n for _, n in self.fetches)
+
+
+BLOCK128 = 128 << 10
+
+
+def test_readahead_sequential_reads_take_few_fetches() -> None:
+    """A squashfs reading 128 KiB blocks one after another: right bytes, a fraction of the fetches."""
+    blob = Blob(64 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data))
+    for pos in range(0, len(blob.data), BLOCK128):
+        assert ra.read(pos, BLOCK128) == blob.data[pos:pos + BLOCK128]
+    assert blob.fetched == len(blob.data)                       # nothing twice, nothing past the end
+    assert len(blob.fetches) <= 512 // 5                         # 512 blocks
+    assert max(n for _, n in blob.fetches) <= nbd.READAHEAD_MAX
+
+
+def test_readahead_random_reads_fetch_only_their_bytes() -> None:
+    """Blocks far apart (an adaptive update's missing blocks): each fetched exactly, once."""
+    blob = Blob(64 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data))
+    gap = nbd.READAHEAD_LINK + BLOCK128
+    offsets = random.Random(1).sample(range(0, len(blob.data) - 4096, gap), 12)
+    for pos in sorted(offsets, reverse=True) + sorted(offsets)[:1]:
+        assert ra.read(pos, 4096) == blob.data[pos:pos + 4096]
+    assert blob.fetched == 13 * 4096 and len(blob.fetches) == 13
+
+
+def test_readahead_parallel_copy_readers_make_one_run() -> None:
+    """Four readers each copying 2 MiB chunks side by side (handlers.copy_image): the readers' runs
+    join into one, so requests grow to READAHEAD_MAX; nothing is fetched twice."""
+    blob = Blob(64 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data))
+    chunk, readers = 2 << 20, 4
+    for group in range(0, len(blob.data), chunk * readers):
+        for pos in range(0, chunk, BLOCK128):
+            for r in range(readers):
+                at = group + r * chunk + pos
+                assert ra.read(at, BLOCK128) == blob.data[at:at + BLOCK128]
+    assert blob.fetched == len(blob.data)
+    assert len(blob.fetches) <= len(blob.data) // BLOCK128 // 4    # a quarter of the READs, falling with size
+
+
+def test_readahead_overshoot_of_a_run_is_bounded() -> None:
+    """A run of 2 MiB, then a jump: at most 1/READAHEAD_SHARE of the run (or READAHEAD_MIN) fetched in vain."""
+    blob = Blob(16 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data))
+    start, run = 1 << 20, 2 << 20
+    for pos in range(start, start + run, BLOCK128):
+        assert ra.read(pos, BLOCK128) == blob.data[pos:pos + BLOCK128]
+    assert run <= blob.fetched <= run + max(run // nbd.READAHEAD_SHARE, nbd.READAHEAD_MIN)
+    assert ra.read(12 << 20, 4096) == blob.data[12 << 20:(12 << 20) + 4096]
+
+
+def test_readahead_reads_again_fetch_only_their_bytes() -> None:
+    """Bytes read before (dm-verity reads hash blocks again) are fetched again without read-ahead."""
+    blob = Blob(16 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data))
+    for pos in range(0, 4 << 20, BLOCK128):
+        assert ra.read(pos, BLOCK128) == blob.data[pos:pos + BLOCK128]
+    before = blob.fetched
+    for pos in (4096, 1 << 20, 2 << 20, (2 << 20) + 4096):
+        assert ra.read(pos, 4096) == blob.data[pos:pos + 4096]
+    assert blob.fetched - before <= 4 * 4096
+
+
+def test_readahead_parallel_readers_share_a_fetch() -> None:
+    """Four threads reading the same bytes while they arrive: one fetch for what follows the run."""
+    blob = Blob(4 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data))
+    assert ra.read(0, BLOCK128) == blob.data[:BLOCK128]                  # starts a run
+    got: list[bytes] = []
+
+    def reader(i: int) -> None:
+        got.append(bytes(ra.read(BLOCK128 + i * 4096, 4096)))
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(got) == sorted(blob.data[BLOCK128 + i * 4096:BLOCK128 + (i + 1) * 4096] for i in range(4))
+    assert len(blob.fetches) <= 3
+
+
+def test_readahead_failed_fetch_fails_its_readers_and_is_retried() -> None:
+    blob = Blob(1 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data))
+    blob.fail = 1
+    with pytest.raises(stream.StreamError, match="connection refused"):
+        ra.read(0, 4096)
+    assert ra.read(0, 4096) == blob.data[:4096]
+    assert len(blob.fetches) == 2
+
+
+def test_readahead_memory_is_bounded_and_overshoot_dropped() -> None:
+    """Eight readers side by side with a 1 MiB budget: held bytes stay near the budget, nothing is
+    fetched twice; a run's unread overshoot is dropped after READAHEAD_STALE other reads."""
+    blob = Blob(32 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data), keep=1 << 20)
+    chunk, readers, peak = 1 << 20, 8, 0
+    for group in range(0, 16 << 20, chunk * readers):
+        for pos in range(0, chunk, BLOCK128):
+            for r in range(readers):
+                at = group + r * chunk + pos
+                assert ra.read(at, BLOCK128) == blob.data[at:at + BLOCK128]
+                peak = max(peak, sum(len(s.data) for s in ra._spans))
+    assert peak <= (1 << 20) + BLOCK128
+    assert blob.fetched <= (16 << 20) + (1 << 20)
+    for i in range(nbd.READAHEAD_STALE + 1):       # far away, one block each: no read-ahead
+        at = (20 << 20) + (i % 2) * (6 << 20)
+        assert ra.read(at, 4096) == blob.data[at:at + 4096]
+    assert all(s.start >= 20 << 20 for s in ra._spans)
+
+
 def test_adjacent_reads_in_flight_share_one_request(site: Site) -> None:
     """16 adjacent 64 KiB READs sent at once (as readahead does): fewer HTTP requests, right bytes."""
     blob = (site.www / "blob.bin").read_bytes()
@@ -644,7 +778,8 @@ def test_adjacent_reads_in_flight_share_one_request(site: Site) -> None:
     assert helper.proc.wait(30) == 0
     assert got == {h: blob[h * 65536:(h + 1) * 65536] for h in range(16)}
     data_requests = [r for r in site.nginx.requests() if "blob.bin" in r["request"]][1:]
-    assert sum(r["bytes"] for r in data_requests) == 16 * 65536
+    fetched = sum(r["bytes"] for r in data_requests)
+    assert 16 * 65536 <= fetched <= 16 * 65536 + nbd.READAHEAD_MAX     # a sequential run may read ahead
     assert len(data_requests) < 16
 
 
