@@ -170,20 +170,6 @@ class ReadAhead:
             self._served(span, take)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def cached(self, offset: int, length: int) -> memoryview | None:
-        """The bytes if they are fetched already (without waiting or fetching), else None."""
-        with self._lock:
-            for span in self._spans:
-                if span.start <= offset and offset + length <= span.end and span.ready.is_set() \
-                        and span.error is None:
-                    self._reads += 1
-                    span.used = self._reads
-                    break
-            else:
-                return None
-        self._served(span, length)
-        return memoryview(span.data)[offset - span.start:offset - span.start + length]
-
     def _claim(self, pos: int, end: int) -> tuple[_Span, bool]:
         """The span holding ``pos`` (False), or a new one starting there for this thread to fetch (True)."""
         with self._lock:
@@ -202,7 +188,7 @@ class ReadAhead:
             stop = end
             room = self._keep - sum(s.end - s.start for s in self._spans)
             if run and room > 0:               # sequential: fetch ahead, within the budget and the bundle
-                stop = max(end, min(end + min(max(run // self._share, self._min), self._max, room), self._size))
+                stop = max(end, min(pos + min(max(run // self._share, self._min), self._max, room), self._size))
             stop = min([stop] + [s.start for s in self._spans if pos < s.start < stop]
                        + [start for start, _ in self._gone if pos < start < stop])
             span = _Span(pos, stop, used=self._reads)
@@ -291,8 +277,6 @@ class NbdServer:
             if kind == CMD_READ:
                 if self.readahead is None or length > MAX_REQUEST:
                     self._reply(handle, EIO)
-                elif (data := self.readahead.cached(offset, length)) is not None:
-                    self._reply(handle, 0, data)      # read ahead already: no hand-over to a thread
                 else:
                     reads.append((handle, offset, length))
                 continue
