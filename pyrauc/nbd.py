@@ -81,7 +81,8 @@ STOP_TIMEOUT = 30.0
 MAX_REQUEST = 32 << 20               # a READ larger than this is a protocol error
 MERGE_LIMIT = 4 << 20                # adjacent READs fetched with one Range request, up to this many bytes
 PROGRESS_INTERVAL = 10.0             # seconds between the helper's download progress lines
-READAHEAD_MIN = 128 << 10            # the smallest read-ahead of a sequential run (a squashfs block)
+READAHEAD_START = 2 << 20            # a run reads ahead once it has fetched this much
+READAHEAD_LINK_READ = 128 << 10      # READs at least this large (a squashfs block) may join a run nearby
 READAHEAD_MAX = 2 << 20              # the largest read-ahead (one Range request)
 READAHEAD_LINK = 4 << 20             # a read this close after a run's end continues the run
 READAHEAD_SHARE = 8                  # a run reads ahead 1/READAHEAD_SHARE of what it fetched so far
@@ -125,27 +126,27 @@ class _Span:
 class ReadAhead:
     """Sequential read-ahead over ``fetch(offset, length)`` (thread-safe).
 
-    A read that continues a sequential run (it starts where a recent fetch ended, or at most
-    :data:`READAHEAD_LINK` bytes after one: the install copies with several readers, each a few MiB
-    ahead of the other) is fetched together with the bytes that follow it: an eighth
-    (:data:`READAHEAD_SHARE`) of what the run has fetched so far, between :data:`READAHEAD_MIN`
-    and :data:`READAHEAD_MAX`. So at most an eighth of a run's bytes (or one READAHEAD_MIN) are
-    fetched in vain, which keeps an adaptive update's changed extents cheap, and a long copy takes
-    one request per READAHEAD_MAX. Reads into fetched (or still arriving) bytes are answered from them. Any other
-    read (the first of a run; an adaptive update's blocks far apart; bytes read before, such as
-    dm-verity's hash blocks read again) fetches exactly its bytes.
-    Fetched bytes are dropped once every byte was read, or when nobody read from them during the
-    last :data:`READAHEAD_STALE` reads (a run's overshoot); no read-ahead starts while
+    A sequential run is READs that each start where an earlier fetch ended. A READ of a whole
+    squashfs block may also join a run that ended at most :data:`READAHEAD_LINK` bytes before it:
+    the install copies with several readers, each a chunk ahead of the other, and so they make
+    one run. Once a run has fetched :data:`READAHEAD_START` bytes, its READs are fetched together
+    with the bytes after them: an eighth (:data:`READAHEAD_SHARE`) of the run, at most
+    :data:`READAHEAD_MAX`. So a long copy takes one request per READAHEAD_MAX and fetches at most
+    an eighth in vain at its end. Shorter runs (an adaptive update's changed extents), random
+    READs, dm-verity's hash blocks and bytes read before are fetched exactly, so adaptive updates
+    fetch what they fetched without read-ahead. READs into fetched (or still arriving) bytes are
+    answered from them. Fetched bytes are dropped once read, or when nobody read from them during
+    the last :data:`READAHEAD_STALE` reads (a run's overshoot); no read-ahead starts while
     :data:`READAHEAD_KEEP` bytes are held, so memory stays bounded and bytes are never dropped
     before they are read. A failed fetch fails the reads waiting for it and is forgotten (a later
     read tries again).
     """
 
-    def __init__(self, fetch: Callable[[int, int], bytes], size: int, *, minimum: int = READAHEAD_MIN,
+    def __init__(self, fetch: Callable[[int, int], bytes], size: int, *, start: int = READAHEAD_START,
                  maximum: int = READAHEAD_MAX, keep: int = READAHEAD_KEEP, share: int = READAHEAD_SHARE) -> None:
         self._fetch = fetch
         self._size = size
-        self._min, self._max, self._keep, self._share = minimum, maximum, keep, share
+        self._start, self._max, self._keep, self._share = start, maximum, keep, share
         self._lock = threading.Lock()
         self._spans: list[_Span] = []          # oldest first
         self._runs: dict[int, int] = {}        # where a fetch ended -> bytes its run has fetched
@@ -182,13 +183,13 @@ class ReadAhead:
             run = self._runs.pop(pos, 0)
             if any(start <= pos < stop for start, stop in self._gone):
                 run = 0                        # read again (dm-verity's hash blocks): no read-ahead
-            elif not run:
+            elif not run and end - pos >= READAHEAD_LINK_READ:
                 near = [e for e in self._runs if pos - READAHEAD_LINK <= e < pos]
                 run = self._runs[max(near)] if near else 0
             stop = end
             room = self._keep - sum(s.end - s.start for s in self._spans)
-            if run and room > 0:               # sequential: fetch ahead, within the budget and the bundle
-                stop = max(end, min(pos + min(max(run // self._share, self._min), self._max, room), self._size))
+            if run >= self._start and room > 0:   # a long run: fetch ahead, within the budget and the bundle
+                stop = max(end, min(pos + min(max(run // self._share, end - pos), self._max, room), self._size))
             stop = min([stop] + [s.start for s in self._spans if pos < s.start < stop]
                        + [start for start, _ in self._gone if pos < start < stop])
             span = _Span(pos, stop, used=self._reads)

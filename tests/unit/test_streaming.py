@@ -692,13 +692,13 @@ def test_readahead_parallel_copy_readers_make_one_run() -> None:
 
 
 def test_readahead_overshoot_of_a_run_is_bounded() -> None:
-    """A run of 2 MiB, then a jump: at most 1/READAHEAD_SHARE of the run (or READAHEAD_MIN) fetched in vain."""
+    """A run of 3 MiB, then a jump: at most 1/READAHEAD_SHARE of the run (or one READ) fetched in vain."""
     blob = Blob(16 << 20)
     ra = nbd.ReadAhead(blob.fetch, len(blob.data))
-    start, run = 1 << 20, 2 << 20
+    start, run = 1 << 20, 3 << 20
     for pos in range(start, start + run, BLOCK128):
         assert ra.read(pos, BLOCK128) == blob.data[pos:pos + BLOCK128]
-    assert run <= blob.fetched <= run + max(run // nbd.READAHEAD_SHARE, nbd.READAHEAD_MIN)
+    assert run <= blob.fetched <= run + max(run // nbd.READAHEAD_SHARE, BLOCK128)
     assert ra.read(12 << 20, 4096) == blob.data[12 << 20:(12 << 20) + 4096]
 
 
@@ -715,22 +715,26 @@ def test_readahead_reads_again_fetch_only_their_bytes() -> None:
 
 
 def test_readahead_parallel_readers_share_a_fetch() -> None:
-    """Four threads reading the same bytes while they arrive: one fetch for what follows the run."""
-    blob = Blob(4 << 20)
+    """Four threads reading the blocks after a long run at once: they share its read-ahead."""
+    blob = Blob(8 << 20)
     ra = nbd.ReadAhead(blob.fetch, len(blob.data))
-    assert ra.read(0, BLOCK128) == blob.data[:BLOCK128]                  # starts a run
-    got: list[bytes] = []
+    start = nbd.READAHEAD_START
+    for pos in range(0, start, BLOCK128):                                # a run long enough to read ahead
+        assert ra.read(pos, BLOCK128) == blob.data[pos:pos + BLOCK128]
+    before = len(blob.fetches)
+    got: dict[int, bytes] = {}
 
     def reader(i: int) -> None:
-        got.append(bytes(ra.read(BLOCK128 + i * 4096, 4096)))
+        got[i] = bytes(ra.read(start + i * BLOCK128, BLOCK128))
 
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
-    assert sorted(got) == sorted(blob.data[BLOCK128 + i * 4096:BLOCK128 + (i + 1) * 4096] for i in range(4))
-    assert len(blob.fetches) <= 3
+    assert got == {i: blob.data[start + i * BLOCK128:start + (i + 1) * BLOCK128] for i in range(4)}
+    assert len(blob.fetches) - before <= 3
+    assert blob.fetched < start + 4 * BLOCK128 + nbd.READAHEAD_MAX
 
 
 def test_readahead_failed_fetch_fails_its_readers_and_is_retried() -> None:
