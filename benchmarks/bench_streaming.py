@@ -52,6 +52,17 @@ def _adaptive_bundle(work: Path, www: Path, name: str, image: Path, pki: Path) -
     return out
 
 
+def _twice(requests: list[dict[str, Any]], name: str) -> int:
+    """Bytes of ``name`` that nginx sent more than once (from the Range of each request)."""
+    spans = sorted((int(a), int(b) + 1) for r in requests if name in r["request"] and r["status"] == 206
+                   for a, b in [r["range"].removeprefix("bytes=").split("-")])
+    twice, reach = 0, 0
+    for start, end in spans:
+        twice += max(0, min(end, reach) - start)
+        reach = max(reach, end)
+    return twice
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=512)
@@ -101,6 +112,8 @@ def main() -> None:
                     nginx.clear_log()
                     streamed.append(timed_install(f"{base}/bench.raucb"))
                     results["stream_fetched"] = bytes_served(nginx.requests(), "bench.raucb")
+                    results["stream_twice"] = _twice(nginx.requests(), "bench.raucb")
+                    results["stream_requests"] = len(nginx.requests())
                 results["local_runs"], results["stream_runs"] = local, streamed
                 results["local_s"], results["stream_s"] = statistics.median(local), statistics.median(streamed)
                 results["bundle_size"] = bundle.stat().st_size
@@ -108,6 +121,7 @@ def main() -> None:
                 nginx.clear_log()
                 results["adaptive_s"] = timed_install(f"{base}/{b3.name}")
                 results["adaptive_fetched"] = bytes_served(nginx.requests(), b3.name)
+                results["adaptive_twice"] = _twice(nginx.requests(), b3.name)
                 results["adaptive_payload"] = payload_size(b3)
                 results["adaptive_changed"] = changed
         finally:
@@ -124,11 +138,14 @@ def main() -> None:
         pairs = [f"{s_ / l_:.2f} ({l_:.1f}/{s_:.1f} s)" for l_, s_ in runs]
         print(f"  medians of {args.repeat} runs each; streamed/local per pair: {', '.join(pairs)}")
     print(f"  fetched {results['stream_fetched'] / (1 << 20):.1f} MiB of a {results['bundle_size'] / (1 << 20):.1f} "
-          f"MiB bundle ({100 * results['stream_fetched'] / results['bundle_size']:.1f} %)")
+          f"MiB bundle ({100 * results['stream_fetched'] / results['bundle_size']:.1f} %) in "
+          f"{results['stream_requests']} requests; {results['stream_twice'] / (1 << 20):.1f} MiB of it fetched twice "
+          "(last run)")
     share = results["adaptive_fetched"] / results["adaptive_payload"]
     print(f"adaptive v2 -> v3  {results['adaptive_s']:8.1f} s  fetched {results['adaptive_fetched'] / (1 << 20):.1f} "
           f"MiB of a {results['adaptive_payload'] / (1 << 20):.1f} MiB payload ({100 * share:.1f} %, goal <= 10 %; "
-          f"changed blocks {100 * results['adaptive_changed'] / results['adaptive_payload']:.1f} %)")
+          f"changed blocks {100 * results['adaptive_changed'] / results['adaptive_payload']:.1f} %; "
+          f"{results['adaptive_twice'] / (1 << 20):.1f} MiB fetched twice)")
     (ROOT / "results" / "bench-streaming.json").write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -82,7 +82,7 @@ MAX_REQUEST = 32 << 20               # a READ larger than this is a protocol err
 MERGE_LIMIT = 4 << 20                # adjacent READs fetched with one Range request, up to this many bytes
 PROGRESS_INTERVAL = 10.0             # seconds between the helper's download progress lines
 READAHEAD_START = 2 << 20            # a run reads ahead once it has fetched this much
-READAHEAD_LINK_READ = 128 << 10      # READs at least this large (a squashfs block) may join a run nearby
+READAHEAD_TAIL = 4096                # kept of bytes read completely: the next READ may start in that page
 READAHEAD_MAX = 2 << 20              # the largest read-ahead (one Range request)
 READAHEAD_LINK = 4 << 20             # a read this close after a run's end continues the run
 READAHEAD_SHARE = 8                  # a run reads ahead 1/READAHEAD_SHARE of what it fetched so far
@@ -126,10 +126,11 @@ class _Span:
 class ReadAhead:
     """Sequential read-ahead over ``fetch(offset, length)`` (thread-safe).
 
-    A sequential run is READs that each start where an earlier fetch ended. A READ of a whole
-    squashfs block may also join a run that ended at most :data:`READAHEAD_LINK` bytes before it:
-    the install copies with several readers, each a chunk ahead of the other, and so they make
-    one run. Once a run has fetched :data:`READAHEAD_START` bytes, its READs are fetched together
+    A sequential run is READs that each start where an earlier fetch ended (or in its last page,
+    :data:`READAHEAD_TAIL`, which is kept: compressed squashfs blocks share pages). A READ may
+    also join a run that ended at most :data:`READAHEAD_LINK` bytes before it: the install copies
+    with several readers, each a chunk ahead of the other, and so they make one run. Once a run
+    has fetched :data:`READAHEAD_START` bytes, its READs are fetched together
     with the bytes after them: an eighth (:data:`READAHEAD_SHARE`) of the run, at most
     :data:`READAHEAD_MAX`. So a long copy takes one request per READAHEAD_MAX and fetches at most
     an eighth in vain at its end. Shorter runs (an adaptive update's changed extents), random
@@ -183,7 +184,7 @@ class ReadAhead:
             run = self._runs.pop(pos, 0)
             if any(start <= pos < stop for start, stop in self._gone):
                 run = 0                        # read again (dm-verity's hash blocks): no read-ahead
-            elif not run and end - pos >= READAHEAD_LINK_READ:
+            elif not run:
                 near = [e for e in self._runs if pos - READAHEAD_LINK <= e < pos]
                 run = self._runs[max(near)] if near else 0
             stop = end
@@ -216,8 +217,16 @@ class ReadAhead:
         with self._lock:
             span.served += n
             if span.served >= span.end - span.start and span in self._spans:
-                self._spans.remove(span)       # every byte went out: a READ of it again fetches anew
-                self._gone.append((span.start, span.end))
+                self._spans.remove(span)       # every byte went out: a READ of it again fetches anew,
+                tail = span.end - READAHEAD_TAIL      # but the last page stays: a compressed squashfs
+                if tail > span.start:                 # block ends inside a page that the next block's
+                    self._gone.append((span.start, tail))   # READ starts with
+                    last = _Span(tail, span.end, data=bytes(memoryview(span.data)[tail - span.start:]),
+                                 used=self._reads)
+                    last.ready.set()
+                    self._spans.append(last)
+                else:
+                    self._gone.append((span.start, span.end))
 
     def _evict(self) -> None:
         """Drop fetched bytes nobody read from during the last READAHEAD_STALE reads (lock held):

@@ -665,6 +665,22 @@ def test_readahead_sequential_reads_take_few_fetches() -> None:
     assert max(n for _, n in blob.fetches) <= nbd.READAHEAD_MAX
 
 
+def test_readahead_compressed_blocks_sharing_pages_make_a_run() -> None:
+    """Compressed squashfs blocks (20-60 KiB, packed): each READ starts in the page the one before
+    ended in. They still make one run that reads ahead, and no page is fetched twice."""
+    blob = Blob(24 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data))
+    rnd = random.Random(5)
+    edge, reads = 0, 0
+    while edge < len(blob.data) - (64 << 10):
+        nxt = edge + rnd.randrange(20 << 10, 60 << 10)
+        pos, end = edge // 4096 * 4096, -(-nxt // 4096) * 4096
+        assert ra.read(pos, end - pos) == blob.data[pos:end]
+        edge, reads = nxt, reads + 1
+    assert blob.fetched <= edge + nbd.READAHEAD_MAX
+    assert len(blob.fetches) <= reads // 4
+
+
 def test_readahead_random_reads_fetch_only_their_bytes() -> None:
     """Blocks far apart (an adaptive update's missing blocks): each fetched exactly, once."""
     blob = Blob(64 << 20)
