@@ -111,17 +111,19 @@ def main() -> None:
                     local.append(timed_install("/mnt/bench/bench.raucb"))
                     nginx.clear_log()
                     streamed.append(timed_install(f"{base}/bench.raucb"))
-                    results["stream_fetched"] = bytes_served(nginx.requests(), "bench.raucb")
-                    results["stream_twice"] = _twice(nginx.requests(), "bench.raucb")
-                    results["stream_requests"] = len(nginx.requests())
+                    requests = nginx.requests()
+                    results["stream_fetched"] = bytes_served(requests, "bench.raucb")
+                    results["stream_twice"] = _twice(requests, "bench.raucb")
+                    results["stream_requests"] = len(requests)
                 results["local_runs"], results["stream_runs"] = local, streamed
                 results["local_s"], results["stream_s"] = statistics.median(local), statistics.median(streamed)
                 results["bundle_size"] = bundle.stat().st_size
                 timed_install(f"{base}/{b2.name}")
                 nginx.clear_log()
                 results["adaptive_s"] = timed_install(f"{base}/{b3.name}")
-                results["adaptive_fetched"] = bytes_served(nginx.requests(), b3.name)
-                results["adaptive_twice"] = _twice(nginx.requests(), b3.name)
+                requests = nginx.requests()
+                results["adaptive_fetched"] = bytes_served(requests, b3.name)
+                results["adaptive_twice"] = _twice(requests, b3.name)
                 results["adaptive_payload"] = payload_size(b3)
                 results["adaptive_changed"] = changed
         finally:
