@@ -21,10 +21,13 @@ reply are JSON (RAUC uses a GVariant there; only the kernel-facing part must be 
 answered by a pool of threads, each with its own keep-alive HTTP connection, in completion order
 (the kernel keeps several requests in flight); adjacent READs that arrive together are fetched with
 one Range request (:func:`merge_reads`). The squashfs above reads one block (128 KiB) at a time and
-waits for it, so most READs arrive alone: :class:`ReadAhead` notices sequential runs and fetches the
-bytes that follow with the READ, answering the next READs from memory (one HTTP request per
-megabytes instead of per block: under TCG a request costs the helper about 7 ms of CPU). A failed
-READ is answered with EIO (5); the kernel's read fails and so does the install.
+waits for it, so most READs arrive alone: :class:`ReadAhead` notices sequential runs, fetches the
+bytes that follow, and fetches each next window in the background (two threads of their own) while
+the one before is read. A READ whose bytes are fetched already is answered by the receiving thread
+at once, with one ``sendmsg``; only the others go to the pool (one HTTP request per megabytes
+instead of per block, and no thread hand-over per block: under TCG each cost the helper
+milliseconds of CPU). A failed READ is answered with EIO (5); the kernel's read fails and so does
+the install.
 
 Kernel side (:func:`kernel_device`): generic netlink family ``nbd``, NBD_CMD_CONNECT with size,
 block size 4096, timeout 300 s, server flags 0 and the socket; the kernel picks /dev/nbdN. The
@@ -77,6 +80,7 @@ ENV = "RAUC_NBD_SERVER"
 BLOCK_SIZE = 4096
 KERNEL_TIMEOUT = 300
 WORKERS = 8                          # READs answered at once (one HTTP connection each)
+AHEAD_WORKERS = 2                    # background read-ahead fetches at once (their own connections)
 STOP_TIMEOUT = 30.0
 MAX_REQUEST = 32 << 20               # a READ larger than this is a protocol error
 MERGE_LIMIT = 4 << 20                # adjacent READs fetched with one Range request, up to this many bytes
@@ -96,7 +100,10 @@ class NbdError(InstallError):
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     """``n`` bytes from ``sock``; b"" at a clean EOF before the first byte."""
-    buf = bytearray()
+    first = sock.recv(n, socket.MSG_WAITALL)      # one call for the whole message, as a rule
+    if len(first) == n or not first:
+        return first
+    buf = bytearray(first)
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         if not chunk:
@@ -121,6 +128,7 @@ class _Span:
     error: StreamError | None = None
     served: int = 0                    # bytes handed out so far
     used: int = 0                      # ReadAhead's read count when it was last read from
+    next: _Span | None = None          # the window fetched in the background after this one
 
 
 class ReadAhead:
@@ -130,13 +138,19 @@ class ReadAhead:
     :data:`READAHEAD_TAIL`, which is kept: compressed squashfs blocks share pages). A READ may
     also join a run that ended at most :data:`READAHEAD_LINK` bytes before it: the install copies
     with several readers, each a chunk ahead of the other, and so they make one run. Once a run
-    has fetched :data:`READAHEAD_START` bytes, its READs are fetched together
-    with the bytes after them: an eighth (:data:`READAHEAD_SHARE`) of the run, at most
-    :data:`READAHEAD_MAX`. So a long copy takes one request per READAHEAD_MAX and fetches at most
-    an eighth in vain at its end. Shorter runs (an adaptive update's changed extents), random
-    READs, dm-verity's hash blocks and bytes read before are fetched exactly, so adaptive updates
-    fetch what they fetched without read-ahead. READs into fetched (or still arriving) bytes are
-    answered from them. Fetched bytes are dropped once read, or when nobody read from them during
+    has fetched :data:`READAHEAD_START` bytes, its READs are fetched together with the bytes after
+    them: an eighth (:data:`READAHEAD_SHARE`) of the run, at most :data:`READAHEAD_MAX`. So a long
+    copy takes one request per READAHEAD_MAX and fetches at most an eighth in vain at its end.
+
+    With ``spawn`` (a function that runs a callable in another thread), the run's next window is
+    fetched in the background as soon as a READ is answered from the window before it, so a
+    steady sequential reader finds its bytes fetched: :meth:`cached` answers it without
+    waiting (the NBD server's receiving thread replies at once, no thread hand-over).
+
+    Shorter runs (an adaptive update's changed extents), random READs, dm-verity's hash blocks and
+    bytes read before are fetched exactly, so adaptive updates fetch what they fetched without
+    read-ahead. READs into fetched (or still arriving) bytes are answered from them. Fetched bytes
+    are dropped once read, or when nobody read from them (or from the window before them) during
     the last :data:`READAHEAD_STALE` reads (a run's overshoot); no read-ahead starts while
     :data:`READAHEAD_KEEP` bytes are held, so memory stays bounded and bytes are never dropped
     before they are read. A failed fetch fails the reads waiting for it and is forgotten (a later
@@ -144,22 +158,56 @@ class ReadAhead:
     """
 
     def __init__(self, fetch: Callable[[int, int], bytes], size: int, *, start: int = READAHEAD_START,
-                 maximum: int = READAHEAD_MAX, keep: int = READAHEAD_KEEP, share: int = READAHEAD_SHARE) -> None:
+                 maximum: int = READAHEAD_MAX, keep: int = READAHEAD_KEEP, share: int = READAHEAD_SHARE,
+                 spawn: Callable[[Callable[[], None]], object] | None = None) -> None:
         self._fetch = fetch
         self._size = size
         self._start, self._max, self._keep, self._share = start, maximum, keep, share
+        self._spawn = spawn
         self._lock = threading.Lock()
         self._spans: list[_Span] = []          # oldest first
+        self._held = 0                         # bytes of the spans
         self._runs: dict[int, int] = {}        # where a fetch ended -> bytes its run has fetched
         self._gone: deque[tuple[int, int]] = deque(maxlen=256)   # fetched before, since dropped
         self._reads = 0
+
+    def cached(self, offset: int, length: int) -> bytes | memoryview | None:
+        """The bytes if fetched bytes hold all of them, else None (never waits, never fetches in
+        this thread; may start the run's next window in the background)."""
+        end = offset + length
+        parts: list[tuple[_Span, int, int]] = []
+        with self._lock:
+            pos = offset
+            while pos < end:
+                for span in self._spans:
+                    if span.start <= pos < span.end:
+                        break
+                else:
+                    return None
+                if not span.ready.is_set() or span.error is not None:
+                    return None
+                parts.append((span, pos, min(end, span.end)))
+                pos = min(end, span.end)
+            self._reads += 1
+            aheads = []
+            for span, first, stop in parts:
+                span.used = self._reads
+                aheads.append(self._ahead(span))
+                self._account(span, stop - first)
+        for ahead in aheads:
+            if ahead is not None:
+                self._background(ahead)
+        views = [memoryview(span.data)[first - span.start:stop - span.start] for span, first, stop in parts]
+        return views[0] if len(views) == 1 else b"".join(views)
 
     def read(self, offset: int, length: int) -> bytes | memoryview:
         """Exactly ``length`` bytes at ``offset`` (StreamError from the fetch that failed)."""
         parts: list[memoryview] = []
         pos, end = offset, offset + length
         while pos < end:
-            span, owner = self._claim(pos, end)
+            span, owner, ahead = self._claim(pos, end)
+            if ahead is not None:
+                self._background(ahead)
             if owner:
                 self._fill(span)
             else:
@@ -169,18 +217,20 @@ class ReadAhead:
             take = min(end, span.end) - pos
             parts.append(memoryview(span.data)[pos - span.start:pos - span.start + take])
             pos += take
-            self._served(span, take)
+            with self._lock:
+                self._account(span, take)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _claim(self, pos: int, end: int) -> tuple[_Span, bool]:
-        """The span holding ``pos`` (False), or a new one starting there for this thread to fetch (True)."""
+    def _claim(self, pos: int, end: int) -> tuple[_Span, bool, _Span | None]:
+        """The span holding ``pos`` (False), or a new one starting there for this thread to fetch
+        (True); and the run's next window if it is to be fetched in the background now."""
         with self._lock:
             self._reads += 1
             self._evict()
             for span in self._spans:
                 if span.start <= pos < span.end and span.error is None:
                     span.used = self._reads
-                    return span, False
+                    return span, False, self._ahead(span)
             run = self._runs.pop(pos, 0)
             if any(start <= pos < stop for start, stop in self._gone):
                 run = 0                        # read again (dm-verity's hash blocks): no read-ahead
@@ -188,53 +238,97 @@ class ReadAhead:
                 near = [e for e in self._runs if pos - READAHEAD_LINK <= e < pos]
                 run = self._runs[max(near)] if near else 0
             stop = end
-            room = self._keep - sum(s.end - s.start for s in self._spans)
+            room = self._keep - self._held
             if run >= self._start and room > 0:   # a long run: fetch ahead, within the budget and the bundle
                 stop = max(end, min(pos + min(max(run // self._share, end - pos), self._max, room), self._size))
-            stop = min([stop] + [s.start for s in self._spans if pos < s.start < stop]
-                       + [start for start, _ in self._gone if pos < start < stop])
-            span = _Span(pos, stop, used=self._reads)
-            self._spans.append(span)
-            self._runs[stop] = run + (stop - pos)
-            while len(self._runs) > 64:        # only recent ends can continue a run
-                del self._runs[next(iter(self._runs))]
-            return span, True
+            span = self._add(pos, self._clip(pos, stop), run)
+            return span, True, None
+
+    def _clip(self, pos: int, stop: int) -> int:
+        """``stop``, or an earlier start of held or dropped bytes after ``pos`` (lock held)."""
+        return min([stop] + [s.start for s in self._spans if pos < s.start < stop]
+                   + [start for start, _ in self._gone if pos < start < stop])
+
+    def _add(self, pos: int, stop: int, run: int) -> _Span:
+        """A new span ``[pos, stop)`` continuing a run of ``run`` bytes (lock held)."""
+        span = _Span(pos, stop, used=self._reads)
+        self._spans.append(span)
+        self._held += stop - pos
+        self._runs[stop] = run + (stop - pos)
+        while len(self._runs) > 64:            # only recent ends can continue a run
+            del self._runs[next(iter(self._runs))]
+        return span
+
+    def _ahead(self, span: _Span) -> _Span | None:
+        """The window after ``span``, to be fetched in the background once a READ is answered from
+        ``span`` and ``span`` ends a long run (lock held)."""
+        if self._spawn is None:
+            return None
+        if span.next is not None:              # coming already: still wanted
+            span.next.used = self._reads
+            return None
+        run = self._runs.get(span.end, 0)
+        want = min(run // self._share, self._max) // BLOCK_SIZE * BLOCK_SIZE
+        if run < self._start or span.end >= self._size or self._keep - self._held < want:
+            return None
+        if any(s.start <= span.end < s.end for s in self._spans) \
+                or any(start <= span.end < stop for start, stop in self._gone):
+            return None                        # held, or read before (another reader's chunk)
+        stop = self._clip(span.end, min(span.end + want, self._size))
+        del self._runs[span.end]
+        span.next = self._add(span.end, stop, run)
+        return span.next
+
+    def _background(self, span: _Span) -> None:
+        assert self._spawn is not None
+        try:
+            self._spawn(lambda: self._fill(span))
+        except RuntimeError:                   # the pool is shutting down: nobody will read it
+            self._fill_failed(span, StreamError("the nbd server is stopping"))
 
     def _fill(self, span: _Span) -> None:
         try:
             span.data = self._fetch(span.start, span.end - span.start)
         except StreamError as e:
-            span.error = e
+            self._fill_failed(span, e)
         except Exception as e:                 # never leave waiting readers behind
-            span.error = StreamError(f"{type(e).__name__}: {e}")
-        if span.error is not None:
-            with self._lock:
-                self._spans.remove(span)
-                self._runs.pop(span.end, None)
+            self._fill_failed(span, StreamError(f"{type(e).__name__}: {e}"))
         span.ready.set()
 
-    def _served(self, span: _Span, n: int) -> None:
+    def _fill_failed(self, span: _Span, error: StreamError) -> None:
+        span.error = error
         with self._lock:
-            span.served += n
-            if span.served >= span.end - span.start and span in self._spans:
-                self._spans.remove(span)       # every byte went out: a READ of it again fetches anew,
-                tail = span.end - READAHEAD_TAIL      # but the last page stays: a compressed squashfs
-                if tail > span.start:                 # block ends inside a page that the next block's
-                    self._gone.append((span.start, tail))   # READ starts with
-                    last = _Span(tail, span.end, data=bytes(memoryview(span.data)[tail - span.start:]),
-                                 used=self._reads)
-                    last.ready.set()
-                    self._spans.append(last)
-                else:
-                    self._gone.append((span.start, span.end))
+            if span in self._spans:
+                self._spans.remove(span)
+                self._held -= span.end - span.start
+            self._runs.pop(span.end, None)
+        span.ready.set()
+
+    def _account(self, span: _Span, n: int) -> None:
+        """``n`` bytes of ``span`` went out (lock held)."""
+        span.served += n
+        if span.served >= span.end - span.start and span in self._spans:
+            self._spans.remove(span)           # every byte went out: a READ of it again fetches anew,
+            self._held -= span.end - span.start
+            tail = span.end - READAHEAD_TAIL   # but the last page stays: a compressed squashfs
+            if tail > span.start:              # block ends inside a page that the next block's
+                self._gone.append((span.start, tail))      # READ starts with
+                last = _Span(tail, span.end, data=bytes(memoryview(span.data)[tail - span.start:]),
+                             used=self._reads)
+                last.ready.set()
+                self._spans.append(last)
+                self._held += span.end - tail
+            else:
+                self._gone.append((span.start, span.end))
 
     def _evict(self) -> None:
         """Drop fetched bytes nobody read from during the last READAHEAD_STALE reads (lock held):
         what a run fetched past its end. Bytes still to be read are never dropped for room."""
-        keep = [s for s in self._spans if not s.ready.is_set() or self._reads - s.used <= READAHEAD_STALE]
-        if len(keep) < len(self._spans):
-            self._gone.extend((s.start, s.end) for s in self._spans if s not in keep)
-            self._spans = keep
+        stale = [s for s in self._spans if s.ready.is_set() and self._reads - s.used > READAHEAD_STALE]
+        for s in stale:
+            self._spans.remove(s)
+            self._held -= s.end - s.start
+            self._gone.append((s.start, s.end))
 
 
 class NbdServer:
@@ -245,6 +339,7 @@ class NbdServer:
         self.workers = workers
         self.client: stream.HttpRangeClient | None = None
         self.readahead: ReadAhead | None = None
+        self._ahead: ThreadPoolExecutor | None = None
         self.stats = Stats()
         self.size = 0
         self._write = threading.Lock()
@@ -252,17 +347,28 @@ class NbdServer:
         self._reported = self._started
 
     def _reply(self, handle: bytes, error: int, data: bytes | memoryview = b"") -> None:
+        header = REPLY.pack(REPLY_MAGIC, error, handle)
         with self._write:
-            self.sock.sendall(REPLY.pack(REPLY_MAGIC, error, handle))
-            if data:
-                self.sock.sendall(data)
+            if not data:
+                self.sock.sendall(header)
+                return
+            sent = self.sock.sendmsg([header, data])      # one system call, as a rule
+            if sent < len(header):
+                self.sock.sendall(header[sent:])
+                sent = len(header)
+            if sent - len(header) < len(data):
+                self.sock.sendall(memoryview(data)[sent - len(header):])
 
     def serve(self) -> None:
         """The loop: until DISC or the end of the socket; every READ answered before returning."""
+        # the read-ahead has its own threads (a READ in the pool may wait for its fetch), and
+        # stops after the pool: windows nobody asked for yet are dropped, not fetched
+        self._ahead = ThreadPoolExecutor(max_workers=AHEAD_WORKERS, thread_name_prefix="rauc-nbd-ahead")
         try:
             with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="rauc-nbd") as pool:
                 self._loop(pool)
         finally:
+            self._ahead.shutdown(wait=True, cancel_futures=True)
             for line in self.stats.report(self.size):
                 log.info(line)
             log.info("nbd server exiting")
@@ -287,8 +393,16 @@ class NbdServer:
             if kind == CMD_READ:
                 if self.readahead is None or length > MAX_REQUEST:
                     self._reply(handle, EIO)
-                else:
+                    continue
+                data = self.readahead.cached(offset, length)
+                if data is None:
                     reads.append((handle, offset, length))
+                    continue
+                try:                              # fetched already: answered here, at once
+                    self._reply(handle, 0, data)
+                except OSError as e:
+                    log.warning(f"nbd server: cannot send the reply: {e.strerror}")
+                self._progress()
                 continue
             self._submit(pool, reads)
             reads = []
@@ -313,10 +427,11 @@ class NbdServer:
             shown = stream.redact(config["url"])
             log.debug(f"nbd server received configuration: url={shown}")
             self.client = stream.HttpRangeClient(config["url"], options, stats=self.stats,
-                                                 connections=self.workers)
+                                                 connections=self.workers + AHEAD_WORKERS)
             info = self.client.probe()
             self.size = info.size
-            self.readahead = ReadAhead(self.client.read, info.size)
+            self.readahead = ReadAhead(self.client.read, info.size,
+                                       spawn=self._ahead.submit if self._ahead is not None else None)
             result = {"url": info.url, "size": info.size, "current-time": info.current_time,
                       "modified-time": info.modified_time, "etag": info.etag}
         except stream.ProbeError as e:

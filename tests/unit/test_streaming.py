@@ -20,7 +20,9 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -781,6 +783,115 @@ def test_readahead_memory_is_bounded_and_overshoot_dropped() -> None:
         at = (20 << 20) + (i % 2) * (6 << 20)
         assert ra.read(at, 4096) == blob.data[at:at + 4096]
     assert all(s.start >= 20 << 20 for s in ra._spans)
+
+
+def _serve(ra: nbd.ReadAhead, pos: int, length: int, hits: list[int]) -> bytes:
+    """What the NBD server does with a READ: from fetched bytes at once, else through read()."""
+    data = ra.cached(pos, length)
+    if data is not None:
+        hits.append(pos)
+        return bytes(data)
+    return bytes(ra.read(pos, length))
+
+
+def test_readahead_background_windows_answer_a_steady_reader_at_once() -> None:
+    """With spawn, the window after the one being read is fetched in the background: after the
+    run's start nearly every READ is answered from fetched bytes, nothing is fetched twice."""
+    blob = Blob(32 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data), spawn=lambda fill: fill())
+    hits: list[int] = []
+    for pos in range(0, len(blob.data), BLOCK128):
+        assert _serve(ra, pos, BLOCK128, hits) == blob.data[pos:pos + BLOCK128]
+    assert blob.fetched == len(blob.data)
+    late = [p for p in range(nbd.READAHEAD_START * 2, len(blob.data), BLOCK128)]
+    assert set(late) <= set(hits)                             # after the ramp: every READ
+    assert len(blob.fetches) <= len(blob.data) // BLOCK128 // 4
+    assert ra.cached(len(blob.data) - 4096, 4096) is not None  # the last page is kept
+    assert ra.cached(0, 4096) is None                          # read and dropped: not held
+
+
+def test_readahead_cached_spans_windows_and_refuses_missing_bytes() -> None:
+    """A READ across the end of one window into the next is answered from both; a READ with any
+    byte not fetched yet is not answered from memory."""
+    blob = Blob(16 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data), spawn=lambda fill: fill())
+    hits: list[int] = []
+    odd = 3 * 4096 + 100                       # READs that do not line up with the windows
+    pos = 0
+    while pos + odd <= len(blob.data):
+        assert _serve(ra, pos, odd, hits) == blob.data[pos:pos + odd]
+        pos += odd
+    assert blob.fetched <= len(blob.data)
+    assert len(hits) > 0.8 * (pos // odd)                   # all but the run's first 2 MiB and its ramp
+    assert ra.cached(pos, 1 << 20) is None      # runs past the bundle's fetched bytes
+
+
+def test_readahead_background_with_parallel_copy_readers_fetches_nothing_twice() -> None:
+    """Four copy readers side by side, windows in the background: no byte twice, memory bounded."""
+    blob = Blob(64 << 20)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data), spawn=lambda fill: fill())
+    chunk, readers, peak = 2 << 20, 4, 0
+    hits: list[int] = []
+    for group in range(0, len(blob.data), chunk * readers):
+        for pos in range(0, chunk, BLOCK128):
+            for r in range(readers):
+                at = group + r * chunk + pos
+                assert _serve(ra, at, BLOCK128, hits) == blob.data[at:at + BLOCK128]
+                peak = max(peak, sum(len(s.data) for s in ra._spans))
+    assert blob.fetched == len(blob.data)
+    assert peak <= nbd.READAHEAD_KEEP + nbd.READAHEAD_MAX
+    assert len(hits) > len(blob.data) // BLOCK128 // 2
+
+
+def test_readahead_failed_background_fetch_is_fetched_again_by_the_read() -> None:
+    """A window whose background fetch failed is forgotten: the READ that needs it fetches it."""
+    blob = Blob(8 << 20)
+    pending: list[Callable[[], None]] = []
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data), spawn=pending.append)
+    hits: list[int] = []
+    failed = 0
+    for pos in range(0, len(blob.data), BLOCK128):
+        while pending:                         # the background fetches run (and fail) first
+            blob.fail = 1
+            pending.pop(0)()
+            failed += 1
+        assert _serve(ra, pos, BLOCK128, hits) == blob.data[pos:pos + BLOCK128]
+    assert failed > 0 and blob.fail == 0       # every READ got its bytes all the same
+
+
+def test_readahead_background_threads_and_slow_fetches() -> None:
+    """Real threads: four readers, fetches that take time, a pool of two for the windows."""
+    blob = Blob(32 << 20)
+
+    def slow(offset: int, length: int) -> bytes:
+        time.sleep(0.001 + length / 2e9)
+        return blob.fetch(offset, length)
+
+    chunk = 2 << 20
+    chunks = iter(range(0, len(blob.data), chunk))
+    take = threading.Lock()
+    wrong: list[int] = []
+    with ThreadPoolExecutor(2) as pool:
+        ra = nbd.ReadAhead(slow, len(blob.data), spawn=pool.submit)
+
+        def reader() -> None:
+            hits: list[int] = []
+            while True:
+                with take:
+                    start = next(chunks, None)
+                if start is None:
+                    return
+                for at in range(start, start + chunk, BLOCK128):
+                    if _serve(ra, at, BLOCK128, hits) != blob.data[at:at + BLOCK128]:
+                        wrong.append(at)
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert wrong == []
+    assert blob.fetched <= 1.01 * len(blob.data)
 
 
 def test_adjacent_reads_in_flight_share_one_request(site: Site) -> None:
