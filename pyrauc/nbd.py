@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import pwd
+import resource
 import select
 import signal
 import socket
@@ -85,7 +86,8 @@ STOP_TIMEOUT = 30.0
 MAX_REQUEST = 32 << 20               # a READ larger than this is a protocol error
 MERGE_LIMIT = 4 << 20                # adjacent READs fetched with one Range request, up to this many bytes
 PROGRESS_INTERVAL = 10.0             # seconds between the helper's download progress lines
-READAHEAD_START = 2 << 20            # a run reads ahead once it has fetched this much
+READAHEAD_START = 2 << 20            # a run reads ahead once it has fetched this much,
+READAHEAD_START_READS = 32           # or in this many fetches (dm-verity's 4 KiB hash-block READs)
 READAHEAD_TAIL = 4096                # kept of bytes read completely: the next READ may start in that page
 READAHEAD_MAX = 2 << 20              # the largest read-ahead (one Range request)
 READAHEAD_LINK = 4 << 20             # a read this close after a run's end continues the run
@@ -138,16 +140,18 @@ class ReadAhead:
     :data:`READAHEAD_TAIL`, which is kept: compressed squashfs blocks share pages). A READ may
     also join a run that ended at most :data:`READAHEAD_LINK` bytes before it: the install copies
     with several readers, each a chunk ahead of the other, and so they make one run. Once a run
-    has fetched :data:`READAHEAD_START` bytes, its READs are fetched together with the bytes after
-    them: an eighth (:data:`READAHEAD_SHARE`) of the run, at most :data:`READAHEAD_MAX`. So a long
-    copy takes one request per READAHEAD_MAX and fetches at most an eighth in vain at its end.
+    has fetched :data:`READAHEAD_START` bytes, or made :data:`READAHEAD_START_READS` fetches (while
+    the copy reads the data, dm-verity reads the hash tree's lowest level 4 KiB at a time, one
+    block per 512 KiB of data: a run of small READs), its READs are fetched together with the bytes
+    after them: an eighth (:data:`READAHEAD_SHARE`) of the run, at most :data:`READAHEAD_MAX`. So a
+    long copy takes one request per READAHEAD_MAX and fetches at most an eighth in vain at its end.
 
     With ``spawn`` (a function that runs a callable in another thread), the run's next window is
     fetched in the background as soon as a READ is answered from the window before it, so a
     steady sequential reader finds its bytes fetched: :meth:`cached` answers it without
     waiting (the NBD server's receiving thread replies at once, no thread hand-over).
 
-    Shorter runs (an adaptive update's changed extents), random READs, dm-verity's hash blocks and
+    Shorter runs (an adaptive update's changed extents and their few hash blocks), random READs and
     bytes read before are fetched exactly, so adaptive updates fetch what they fetched without
     read-ahead. READs into fetched (or still arriving) bytes are answered from them. Fetched bytes
     are dropped once read, or when nobody read from them (or from the window before them) during
@@ -167,7 +171,7 @@ class ReadAhead:
         self._lock = threading.Lock()
         self._spans: list[_Span] = []          # oldest first
         self._held = 0                         # bytes of the spans
-        self._runs: dict[int, int] = {}        # where a fetch ended -> bytes its run has fetched
+        self._runs: dict[int, tuple[int, int]] = {}   # where a fetch ended -> its run's bytes and fetches
         self._gone: deque[tuple[int, int]] = deque(maxlen=256)   # fetched before, since dropped
         self._reads = 0
 
@@ -231,30 +235,34 @@ class ReadAhead:
                 if span.start <= pos < span.end and span.error is None:
                     span.used = self._reads
                     return span, False, self._ahead(span)
-            run = self._runs.pop(pos, 0)
+            run = self._runs.pop(pos, (0, 0))
             if any(start <= pos < stop for start, stop in self._gone):
-                run = 0                        # read again (dm-verity's hash blocks): no read-ahead
-            elif not run:
+                run = (0, 0)                   # read again (dm-verity's hash blocks): no read-ahead
+            elif not run[0]:
                 near = [e for e in self._runs if pos - READAHEAD_LINK <= e < pos]
-                run = self._runs[max(near)] if near else 0
+                run = self._runs[max(near)] if near else (0, 0)
             stop = end
             room = self._keep - self._held
-            if run >= self._start and room > 0:   # a long run: fetch ahead, within the budget and the bundle
-                stop = max(end, min(pos + min(max(run // self._share, end - pos), self._max, room), self._size))
+            if self._long(run) and room > 0:   # a long run: fetch ahead, within the budget and the bundle
+                stop = max(end, min(pos + min(max(run[0] // self._share, end - pos), self._max, room), self._size))
             span = self._add(pos, self._clip(pos, stop), run)
             return span, True, None
+
+    def _long(self, run: tuple[int, int]) -> bool:
+        """A run that reads ahead: READAHEAD_START bytes, or READAHEAD_START_READS fetches."""
+        return run[0] >= self._start or run[1] >= READAHEAD_START_READS
 
     def _clip(self, pos: int, stop: int) -> int:
         """``stop``, or an earlier start of held or dropped bytes after ``pos`` (lock held)."""
         return min([stop] + [s.start for s in self._spans if pos < s.start < stop]
                    + [start for start, _ in self._gone if pos < start < stop])
 
-    def _add(self, pos: int, stop: int, run: int) -> _Span:
-        """A new span ``[pos, stop)`` continuing a run of ``run`` bytes (lock held)."""
+    def _add(self, pos: int, stop: int, run: tuple[int, int]) -> _Span:
+        """A new span ``[pos, stop)`` continuing ``run`` (its bytes and fetches; lock held)."""
         span = _Span(pos, stop, used=self._reads)
         self._spans.append(span)
         self._held += stop - pos
-        self._runs[stop] = run + (stop - pos)
+        self._runs[stop] = (run[0] + (stop - pos), run[1] + 1)
         while len(self._runs) > 64:            # only recent ends can continue a run
             del self._runs[next(iter(self._runs))]
         return span
@@ -267,9 +275,9 @@ class ReadAhead:
         if span.next is not None:              # coming already: still wanted
             span.next.used = self._reads
             return None
-        run = self._runs.get(span.end, 0)
-        want = min(run // self._share, self._max) // BLOCK_SIZE * BLOCK_SIZE
-        if run < self._start or span.end >= self._size or self._keep - self._held < want:
+        run = self._runs.get(span.end, (0, 0))
+        want = max(min(run[0] // self._share, self._max) // BLOCK_SIZE * BLOCK_SIZE, BLOCK_SIZE)
+        if not self._long(run) or span.end >= self._size or self._keep - self._held < want:
             return None
         if any(s.start <= span.end < s.end for s in self._spans) \
                 or any(start <= span.end < stop for start, stop in self._gone):
@@ -371,6 +379,9 @@ class NbdServer:
             self._ahead.shutdown(wait=True, cancel_futures=True)
             for line in self.stats.report(self.size):
                 log.info(line)
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            log.info(f"nbd server: {usage.ru_utime:.1f} s user and {usage.ru_stime:.1f} s system CPU, "
+                     f"peak RSS {usage.ru_maxrss / 1024:.1f} MiB")
             log.info("nbd server exiting")
             if self.client is not None:
                 self.client.close()

@@ -683,6 +683,23 @@ def test_readahead_compressed_blocks_sharing_pages_make_a_run() -> None:
     assert len(blob.fetches) <= reads // 4
 
 
+def test_readahead_hash_blocks_read_with_the_data_take_few_fetches() -> None:
+    """A copy through dm-verity: 128 KiB data READs, and after every fourth one a 4 KiB READ of the
+    next hash block (one per 512 KiB of data) at the end of the bundle. The hash READs make a run of
+    small READs too: after READAHEAD_START_READS of them they are fetched ahead, not one by one."""
+    data, hashes = 64 << 20, 512 << 10
+    blob = Blob(data + hashes)
+    ra = nbd.ReadAhead(blob.fetch, len(blob.data))
+    for pos in range(0, data, BLOCK128):
+        assert ra.read(pos, BLOCK128) == blob.data[pos:pos + BLOCK128]
+        if pos % (512 << 10) == 0:
+            at = data + pos // (512 << 10) * 4096
+            assert ra.read(at, 4096) == blob.data[at:at + 4096]
+    hash_fetches = [f for f in blob.fetches if f[0] >= data]
+    assert sum(n for _, n in hash_fetches) == hashes             # every hash block once, none past the end
+    assert len(hash_fetches) <= nbd.READAHEAD_START_READS + 16    # of 128 hash READs
+
+
 def test_readahead_random_reads_fetch_only_their_bytes() -> None:
     """Blocks far apart (an adaptive update's missing blocks): each fetched exactly, once."""
     blob = Blob(64 << 20)
