@@ -55,7 +55,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,10 +88,11 @@ MERGE_LIMIT = 4 << 20                # adjacent READs fetched with one Range req
 PROGRESS_INTERVAL = 10.0             # seconds between the helper's download progress lines
 READAHEAD_START = 2 << 20            # a run reads ahead once it has fetched this much,
 READAHEAD_START_READS = 32           # or in this many fetches (dm-verity's 4 KiB hash-block READs)
-READAHEAD_TAIL = 4096                # kept of bytes read completely: the next READ may start in that page
+READAHEAD_PAGES = 512                # pages kept after their bytes were read (2 MiB): see ReadAhead
+READAHEAD_SMALL = 16                 # a span of at most this many pages is kept whole once read
 READAHEAD_MAX = 2 << 20              # the largest read-ahead (one Range request)
 READAHEAD_LINK = 4 << 20             # a read this close after a run's end continues the run
-READAHEAD_SHARE = 8                  # a run reads ahead 1/READAHEAD_SHARE of what it fetched so far
+READAHEAD_SHARE = 4                  # a run reads ahead 1/READAHEAD_SHARE of what it fetched so far
 READAHEAD_KEEP = 8 << 20             # no read-ahead while this many fetched bytes wait to be read
 READAHEAD_STALE = 64                 # fetched bytes not read from during this many reads are dropped
 
@@ -128,37 +129,40 @@ class _Span:
     ready: threading.Event = field(default_factory=threading.Event)
     data: bytes = b""
     error: StreamError | None = None
-    served: int = 0                    # bytes handed out so far
+    served: int = 0                    # pages handed out so far (a bit per page: READs may overlap)
     used: int = 0                      # ReadAhead's read count when it was last read from
     next: _Span | None = None          # the window fetched in the background after this one
+    page: bool = False                 # a kept page (ReadAhead._pages)
 
 
 class ReadAhead:
     """Sequential read-ahead over ``fetch(offset, length)`` (thread-safe).
 
-    A sequential run is READs that each start where an earlier fetch ended (or in its last page,
-    :data:`READAHEAD_TAIL`, which is kept: compressed squashfs blocks share pages). A READ may
-    also join a run that ended at most :data:`READAHEAD_LINK` bytes before it: the install copies
-    with several readers, each a chunk ahead of the other, and so they make one run. Once a run
-    has fetched :data:`READAHEAD_START` bytes, or made :data:`READAHEAD_START_READS` fetches (while
-    the copy reads the data, dm-verity reads the hash tree's lowest level 4 KiB at a time, one
-    block per 512 KiB of data: a run of small READs), its READs are fetched together with the bytes
-    after them: an eighth (:data:`READAHEAD_SHARE`) of the run, at most :data:`READAHEAD_MAX`. So a
-    long copy takes one request per READAHEAD_MAX and fetches at most an eighth in vain at its end.
+    A sequential run is READs that each start where an earlier fetch ended, or in its last page
+    (compressed squashfs blocks share pages). A READ may also join a run that ended at most
+    :data:`READAHEAD_LINK` bytes before it: the install copies with several readers, each a chunk
+    ahead of the other, and so they make one run. Once a run has fetched :data:`READAHEAD_START`
+    bytes, or made :data:`READAHEAD_START_READS` fetches (while the copy reads the data, dm-verity
+    reads the hash tree's lowest level 4 KiB at a time, one block per 512 KiB of data: a run of
+    small READs), its READs are fetched together with the bytes after them: a quarter
+    (:data:`READAHEAD_SHARE`) of the run, at most :data:`READAHEAD_MAX`. So a long copy takes one
+    request per READAHEAD_MAX and fetches at most a quarter of a short run in vain at its end.
 
     With ``spawn`` (a function that runs a callable in another thread), the run's next window is
     fetched in the background as soon as a READ is answered from the window before it, so a
     steady sequential reader finds its bytes fetched: :meth:`cached` answers it without
     waiting (the NBD server's receiving thread replies at once, no thread hand-over).
 
-    Shorter runs (an adaptive update's changed extents and their few hash blocks), random READs and
-    bytes read before are fetched exactly, so adaptive updates fetch what they fetched without
+    Shorter runs (an adaptive update's changed extents and their few hash blocks), random READs
+    and bytes read before are fetched exactly, so adaptive updates fetch what they fetched without
     read-ahead. READs into fetched (or still arriving) bytes are answered from them. Fetched bytes
-    are dropped once read, or when nobody read from them (or from the window before them) during
-    the last :data:`READAHEAD_STALE` reads (a run's overshoot); no read-ahead starts while
-    :data:`READAHEAD_KEEP` bytes are held, so memory stays bounded and bytes are never dropped
-    before they are read. A failed fetch fails the reads waiting for it and is forgotten (a later
-    read tries again).
+    are dropped once every page of them was read, but some pages are kept (:meth:`_account`:
+    the squashfs reads its metadata blocks again and again, and neighbouring READs share pages);
+    unread bytes are dropped when nobody read from them (or from the window before them) during
+    the last :data:`READAHEAD_STALE` reads (a run's overshoot). No read-ahead starts while
+    :data:`READAHEAD_KEEP` bytes are held, so memory stays bounded (that, and
+    :data:`READAHEAD_PAGES` pages) and bytes are never dropped before they are read. A failed
+    fetch fails the reads waiting for it and is forgotten (a later read tries again).
     """
 
     def __init__(self, fetch: Callable[[int, int], bytes], size: int, *, start: int = READAHEAD_START,
@@ -173,6 +177,7 @@ class ReadAhead:
         self._held = 0                         # bytes of the spans
         self._runs: dict[int, tuple[int, int]] = {}   # where a fetch ended -> its run's bytes and fetches
         self._gone: deque[tuple[int, int]] = deque(maxlen=256)   # fetched before, since dropped
+        self._pages: OrderedDict[int, _Span] = OrderedDict()     # kept pages by number, oldest first
         self._reads = 0
 
     def cached(self, offset: int, length: int) -> bytes | memoryview | None:
@@ -183,13 +188,10 @@ class ReadAhead:
         with self._lock:
             pos = offset
             while pos < end:
-                for span in self._spans:
-                    if span.start <= pos < span.end:
-                        break
-                else:
+                found = self._find(pos)
+                if found is None or not found.ready.is_set() or found.error is not None:
                     return None
-                if not span.ready.is_set() or span.error is not None:
-                    return None
+                span = found
                 parts.append((span, pos, min(end, span.end)))
                 pos = min(end, span.end)
             self._reads += 1
@@ -197,7 +199,7 @@ class ReadAhead:
             for span, first, stop in parts:
                 span.used = self._reads
                 aheads.append(self._ahead(span))
-                self._account(span, stop - first)
+                self._account(span, first, stop)
         for ahead in aheads:
             if ahead is not None:
                 self._background(ahead)
@@ -222,7 +224,7 @@ class ReadAhead:
             parts.append(memoryview(span.data)[pos - span.start:pos - span.start + take])
             pos += take
             with self._lock:
-                self._account(span, take)
+                self._account(span, pos - take, pos)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _claim(self, pos: int, end: int) -> tuple[_Span, bool, _Span | None]:
@@ -231,10 +233,10 @@ class ReadAhead:
         with self._lock:
             self._reads += 1
             self._evict()
-            for span in self._spans:
-                if span.start <= pos < span.end and span.error is None:
-                    span.used = self._reads
-                    return span, False, self._ahead(span)
+            found = self._find(pos)
+            if found is not None:
+                found.used = self._reads
+                return found, False, self._ahead(found)
             run = self._runs.pop(pos, (0, 0))
             if any(start <= pos < stop for start, stop in self._gone):
                 run = (0, 0)                   # read again (dm-verity's hash blocks): no read-ahead
@@ -244,9 +246,20 @@ class ReadAhead:
             stop = end
             room = self._keep - self._held
             if self._long(run) and room > 0:   # a long run: fetch ahead, within the budget and the bundle
-                stop = max(end, min(pos + min(max(run[0] // self._share, end - pos), self._max, room), self._size))
+                ahead = min(max(run[0] // self._share, end - pos), self._max, room)
+                stop = max(end, min((pos + ahead) // BLOCK_SIZE * BLOCK_SIZE, self._size))
             span = self._add(pos, self._clip(pos, stop), run)
             return span, True, None
+
+    def _find(self, pos: int) -> _Span | None:
+        """The held span or the kept page that holds ``pos`` (lock held)."""
+        for span in self._spans:
+            if span.start <= pos < span.end and span.error is None:
+                return span
+        page = self._pages.get(pos // BLOCK_SIZE)
+        if page is not None:
+            self._pages.move_to_end(pos // BLOCK_SIZE)
+        return page
 
     def _long(self, run: tuple[int, int]) -> bool:
         """A run that reads ahead: READAHEAD_START bytes, or READAHEAD_START_READS fetches."""
@@ -270,7 +283,7 @@ class ReadAhead:
     def _ahead(self, span: _Span) -> _Span | None:
         """The window after ``span``, to be fetched in the background once a READ is answered from
         ``span`` and ``span`` ends a long run (lock held)."""
-        if self._spawn is None:
+        if self._spawn is None or span.page:
             return None
         if span.next is not None:              # coming already: still wanted
             span.next.used = self._reads
@@ -312,22 +325,37 @@ class ReadAhead:
             self._runs.pop(span.end, None)
         span.ready.set()
 
-    def _account(self, span: _Span, n: int) -> None:
-        """``n`` bytes of ``span`` went out (lock held)."""
-        span.served += n
-        if span.served >= span.end - span.start and span in self._spans:
-            self._spans.remove(span)           # every byte went out: a READ of it again fetches anew,
-            self._held -= span.end - span.start
-            tail = span.end - READAHEAD_TAIL   # but the last page stays: a compressed squashfs
-            if tail > span.start:              # block ends inside a page that the next block's
-                self._gone.append((span.start, tail))      # READ starts with
-                last = _Span(tail, span.end, data=bytes(memoryview(span.data)[tail - span.start:]),
-                             used=self._reads)
-                last.ready.set()
-                self._spans.append(last)
-                self._held += span.end - tail
-            else:
-                self._gone.append((span.start, span.end))
+    def _account(self, span: _Span, first: int, stop: int) -> None:
+        """Bytes ``[first, stop)`` of ``span`` went out (lock held). Once all did, the span is dropped (a READ of
+        it again fetches anew, exactly) but some of its pages are kept, :data:`READAHEAD_PAGES` at
+        most, the least recently used dropped first: its first and last page (compressed squashfs
+        blocks share pages: the next block's READ starts in the page this one ended in, and a copy
+        reader's chunk starts in the page where the reader before it ended), or all of them when it
+        is small (squashfs reads its metadata blocks again and again: its own cache is small)."""
+        if span.page:
+            return
+        base = span.start // BLOCK_SIZE
+        lo, hi = first // BLOCK_SIZE - base, -(-stop // BLOCK_SIZE) - base
+        span.served |= ((1 << (hi - lo)) - 1) << lo
+        if span.served != (1 << (-(-span.end // BLOCK_SIZE) - base)) - 1 or span not in self._spans:
+            return
+        self._spans.remove(span)
+        self._held -= span.end - span.start
+        self._gone.append((span.start, span.end))
+        first = -(-span.start // BLOCK_SIZE)      # whole pages of the span only (or the bundle's last)
+        stop = -(-span.end // BLOCK_SIZE) if span.end == self._size else span.end // BLOCK_SIZE
+        if stop <= first:
+            return
+        keep = range(first, stop) if stop - first <= READAHEAD_SMALL else (first, stop - 1)
+        view = memoryview(span.data)
+        for number in keep:
+            at, until = number * BLOCK_SIZE, min((number + 1) * BLOCK_SIZE, span.end)
+            page = _Span(at, until, data=bytes(view[at - span.start:until - span.start]), used=self._reads, page=True)
+            page.ready.set()
+            self._pages[number] = page
+            self._pages.move_to_end(number)
+        while len(self._pages) > READAHEAD_PAGES:
+            self._pages.popitem(last=False)
 
     def _evict(self) -> None:
         """Drop fetched bytes nobody read from during the last READAHEAD_STALE reads (lock held):
