@@ -376,6 +376,7 @@ class NbdServer:
         self.client: stream.HttpRangeClient | None = None
         self.readahead: ReadAhead | None = None
         self._ahead: ThreadPoolExecutor | None = None
+        self.answered = [0, 0]           # READs answered from fetched bytes at once, and by the pool
         self.stats = Stats()
         self.size = 0
         self._write = threading.Lock()
@@ -408,7 +409,8 @@ class NbdServer:
             for line in self.stats.report(self.size):
                 log.info(line)
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            log.info(f"nbd server: {usage.ru_utime:.1f} s user and {usage.ru_stime:.1f} s system CPU, "
+            log.info(f"nbd server: {sum(self.answered)} READs, {self.answered[0]} of them answered at once "
+                     f"from fetched bytes; {usage.ru_utime:.1f} s user and {usage.ru_stime:.1f} s system CPU, "
                      f"peak RSS {usage.ru_maxrss / 1024:.1f} MiB")
             log.info("nbd server exiting")
             if self.client is not None:
@@ -435,8 +437,10 @@ class NbdServer:
                     continue
                 data = self.readahead.cached(offset, length)
                 if data is None:
+                    self.answered[1] += 1
                     reads.append((handle, offset, length))
                     continue
+                self.answered[0] += 1
                 try:                              # fetched already: answered here, at once
                     self._reply(handle, 0, data)
                 except OSError as e:
