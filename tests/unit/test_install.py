@@ -466,7 +466,7 @@ echo "img=$(basename $RAUC_IMAGE_NAME_2) tx=$RAUC_TRANSACTION_ID" >> {out}
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
 
-def _raw_plain_bundle(t: Target, name: str, manifest: str, build: Callable[[Path], None]) -> Path:
+def _raw_plain_bundle(t: Target, name: str, manifest: str, build: Callable[[Path], object]) -> Path:
     """A signed plain bundle whose content skipped every check ``rauc bundle`` makes (a hostile
     but validly signed bundle: defence in depth is what stops it at install)."""
     tree = t.dir / f"raw-{name}"
