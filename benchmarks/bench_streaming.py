@@ -115,6 +115,9 @@ def main() -> None:
                     results["stream_fetched"] = bytes_served(requests, "bench.raucb")
                     results["stream_twice"] = _twice(requests, "bench.raucb")
                     results["stream_requests"] = len(requests)
+                    helper = ssh.run_check("journalctl -u rauc -n 300 --no-pager -o cat | grep 'nbd server: .* READs' "
+                                           "| tail -1 || true")
+                    results["stream_helper"] = helper[-1].split("nbd server: ", 1)[-1] if helper else "n/a"
                 results["local_runs"], results["stream_runs"] = local, streamed
                 results["local_s"], results["stream_s"] = statistics.median(local), statistics.median(streamed)
                 results["bundle_size"] = bundle.stat().st_size
@@ -143,6 +146,7 @@ def main() -> None:
           f"MiB bundle ({100 * results['stream_fetched'] / results['bundle_size']:.1f} %) in "
           f"{results['stream_requests']} requests; {results['stream_twice'] / (1 << 20):.1f} MiB of it fetched twice "
           "(last run)")
+    print(f"  helper (last run): {results['stream_helper']}")
     share = results["adaptive_fetched"] / results["adaptive_payload"]
     print(f"adaptive v2 -> v3  {results['adaptive_s']:8.1f} s  fetched {results['adaptive_fetched'] / (1 << 20):.1f} "
           f"MiB of a {results['adaptive_payload'] / (1 << 20):.1f} MiB payload ({100 * share:.1f} %, goal <= 10 %; "
