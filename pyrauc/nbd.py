@@ -238,7 +238,7 @@ class ReadAhead:
                 found.used = self._reads
                 return found, False, self._ahead(found)
             run = self._runs.pop(pos, (0, 0))
-            if any(start <= pos < stop for start, stop in self._gone):
+            if self._read_before(pos):
                 run = (0, 0)                   # read again (dm-verity's hash blocks): no read-ahead
             elif not run[0]:
                 near = [e for e in self._runs if pos - READAHEAD_LINK <= e < pos]
@@ -260,6 +260,17 @@ class ReadAhead:
         if page is not None:
             self._pages.move_to_end(pos // BLOCK_SIZE)
         return page
+
+    def _read_before(self, pos: int) -> bool:
+        """Whether ``pos`` was fetched and dropped since (lock held)."""
+        return any(start <= pos < stop for start, stop in self._gone)
+
+    def _drop(self, span: _Span, *, gone: bool = True) -> None:
+        """Forget a held span (lock held); ``gone``: its bytes were fetched (see _read_before)."""
+        self._spans.remove(span)
+        self._held -= span.end - span.start
+        if gone:
+            self._gone.append((span.start, span.end))
 
     def _long(self, run: tuple[int, int]) -> bool:
         """A run that reads ahead: READAHEAD_START bytes, or READAHEAD_START_READS fetches."""
@@ -292,8 +303,7 @@ class ReadAhead:
         want = max(min(run[0] // self._share, self._max) // BLOCK_SIZE * BLOCK_SIZE, BLOCK_SIZE)
         if not self._long(run) or span.end >= self._size or self._keep - self._held < want:
             return None
-        if any(s.start <= span.end < s.end for s in self._spans) \
-                or any(start <= span.end < stop for start, stop in self._gone):
+        if any(s.start <= span.end < s.end for s in self._spans) or self._read_before(span.end):
             return None                        # held, or read before (another reader's chunk)
         stop = self._clip(span.end, min(span.end + want, self._size))
         del self._runs[span.end]
@@ -320,8 +330,7 @@ class ReadAhead:
         span.error = error
         with self._lock:
             if span in self._spans:
-                self._spans.remove(span)
-                self._held -= span.end - span.start
+                self._drop(span, gone=False)
             self._runs.pop(span.end, None)
         span.ready.set()
 
@@ -339,9 +348,7 @@ class ReadAhead:
         span.served |= ((1 << (hi - lo)) - 1) << lo
         if span.served != (1 << (-(-span.end // BLOCK_SIZE) - base)) - 1 or span not in self._spans:
             return
-        self._spans.remove(span)
-        self._held -= span.end - span.start
-        self._gone.append((span.start, span.end))
+        self._drop(span)
         first = -(-span.start // BLOCK_SIZE)      # whole pages of the span only (or the bundle's last)
         stop = -(-span.end // BLOCK_SIZE) if span.end == self._size else span.end // BLOCK_SIZE
         if stop <= first:
@@ -362,9 +369,7 @@ class ReadAhead:
         what a run fetched past its end. Bytes still to be read are never dropped for room."""
         stale = [s for s in self._spans if s.ready.is_set() and self._reads - s.used > READAHEAD_STALE]
         for s in stale:
-            self._spans.remove(s)
-            self._held -= s.end - s.start
-            self._gone.append((s.start, s.end))
+            self._drop(s)
 
 
 class NbdServer:
