@@ -40,7 +40,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from dbus_fast import DBusError, Message, MessageType, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
@@ -65,10 +65,12 @@ from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context, update_mount_points
 from pyrauc.errors import RaucError
 from pyrauc.eventlog import EventLog
-from pyrauc.install import InstallArgs, install
 from pyrauc.mark import MARK_ACTIVE, MARK_BAD, MARK_GOOD, mark_run, target_slot
 from pyrauc.slots import EXTERNAL
 from pyrauc.stream import StreamOptions
+
+if TYPE_CHECKING:   # pyrauc.install (cryptography, asn1crypto) is imported by the first installation
+    from pyrauc.install import InstallArgs
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +205,8 @@ class Installer(ServiceInterface):
         self._install_bundle(source, {})
 
     def _install_bundle(self, source: str, args: VarDict) -> None:
+        from pyrauc.install import InstallArgs
+
         self.out(f"input bundle: {source}")
         if self.busy:
             raise failed(BUSY_INSTALL)
@@ -346,6 +350,8 @@ class Installer(ServiceInterface):
         self.worker.start()
 
     def _install_thread(self, source: str, args: InstallArgs) -> None:
+        from pyrauc.install import install
+
         def call(fn: Callable[..., None], *values: Any) -> None:
             self.loop.call_soon_threadsafe(fn, *values)
 
@@ -451,6 +457,8 @@ async def serve(opts: ServiceOptions, out: Callable[[str], None]) -> None:
     log.debug("Obtained name %s on %s bus", BUS_NAME, label)
     autoinstall = opts.config.autoinstall.get("path")
     if autoinstall and os.path.exists(autoinstall):
+        from pyrauc.install import InstallArgs
+
         log.info("Autoinstall bundle '%s' found", autoinstall)
         installer.start_install(autoinstall, InstallArgs(handler_args=opts.handler_args, keyring_path=opts.keyring,
                                                          mountprefix=opts.mountprefix))

@@ -269,6 +269,25 @@ def test_methods(env: Env) -> None:
     assert marks[0]["BUNDLE_HASH"] == "" and marks[0]["SLOT_BOOTNAME"] == "B"
 
 
+def _mapped(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a file whose path contains ``name`` mapped."""
+    return name in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_idle_service_leaves_the_crypto_libraries_unloaded(env: Env) -> None:
+    """Start-up, status and marking need no cryptography (a device's boot and its idle service's memory);
+    the first installation loads it."""
+    pid = env.service.proc.pid
+    c = env.client
+    c.ok("GetSlotStatus")
+    assert c.ok("Mark", "ss", "good", "booted") == ["rootfs.0", "marked slot rootfs.0 as good"]
+    assert not _mapped(pid, "cryptography"), "the idle service loaded cryptography"
+    bundle = make_bundle(env.target, "lazy", {"rootfs": ("rootfs.img", b"z" * 4096)})
+    c.ok("InstallBundle", "sa{sv}", str(bundle), {})
+    assert c.wait_completed() == 0
+    assert _mapped(pid, "cryptography")
+
+
 def test_cli_client(env: Env) -> None:
     bundle = make_bundle(env.target, "cli", {"rootfs": ("rootfs.img", b"c" * 8192)})
     proc = env.pyrauc("install", os.path.relpath(bundle, REPO))
