@@ -211,50 +211,35 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
 
     Chunks are read by ``workers`` threads at once and written in order: a squashfs file on
     dm-verity (and dm-crypt) reads one block at a time, so a single reader leaves all but one CPU idle
-    while the kernel hashes and decrypts. At most ``2 * workers`` chunks are in memory.
-    ``sha256`` given: the data is hashed while copying and must match (plain bundles: nothing below the
-    file system authenticates what is read). ``None``: no hashing (verity and crypt bundles, where
-    dm-verity authenticates every block before it is read; write-slot).
+    while the kernel hashes and decrypts.
+    ``sha256`` given: the data is read into memory (at most ``2 * workers`` chunks at once), hashed
+    while copying and must match (plain bundles: nothing below the file system authenticates what is
+    read). ``None`` (verity and crypt bundles, where dm-verity authenticates every block before it is
+    read; write-slot): the kernel copies each chunk (``sendfile``), so no byte of the image passes
+    through this process's memory.
     ``limit`` bounds the bytes that may be written (a region half of a boot-gpt-switch slot).
     Size problems are found before the first byte is written.
     """
     expected = sha256.lower() if sha256 is not None else None
-    digest = hashlib.sha256() if expected is not None else None
     try:
         fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise InstallError(f"Failed to open image {src.name}: {exc.strerror}") from exc
     try:
-        total = os.fstat(fin).st_size
+        st = os.fstat(fin)
+        total = st.st_size
         if size is not None and total != size:
             raise InstallError(f"Image {src.name} has {total} bytes, manifest says {size}")
         if limit is not None and total > limit:
             raise InstallError(f"Image {src.name} is larger than the space on {dst} ({limit} bytes)")
-
-        def read_at(pos: int) -> bytes:
-            want = min(CHUNK, total - pos)
-            data = os.pread(fin, want, pos)
-            while len(data) < want:     # a short read (not expected from a regular file)
-                more = os.pread(fin, want - len(data), pos + len(data))
-                if not more:
-                    raise InstallError(f"Image {src.name} ended early at {pos + len(data)} of {total} bytes")
-                data += more
-            return data
-
         fd = os.open(dst, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            done = 0
-            for chunk in parallel.ordered_map(read_at, range(0, total, CHUNK), workers or copy_workers(),
-                                              name="pyrauc-copy"):
-                if digest is not None:
-                    digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    n = os.pwrite(fd, view, offset + done)
-                    view = view[n:]
-                    done += n
-                if progress is not None:
-                    progress(done, total)
+            if expected is None and stat.S_ISREG(st.st_mode):
+                _copy_in_kernel(fin, fd, dst, src.name, total, offset, workers or copy_workers(), progress)
+            else:       # (not a regular file: the read path's error names what is wrong)
+                actual = _copy_read(fin, fd, src.name, total, offset, workers or copy_workers(), progress)
+                if expected is not None and actual != expected:
+                    raise InstallError(f"Image {src.name} has checksum {actual}, manifest says {sha256}")
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -262,8 +247,65 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
         raise InstallError(f"Failed to copy image {src.name} to {dst}: {exc.strerror}") from exc
     finally:
         os.close(fin)
-    if digest is not None and (actual := digest.hexdigest()) != expected:
-        raise InstallError(f"Image {src.name} has checksum {actual}, manifest says {sha256}")
+
+
+def _ended_early(name: str, pos: int, total: int) -> InstallError:
+    return InstallError(f"Image {name} ended early at {pos} of {total} bytes")
+
+
+def _copy_read(fin: int, fd: int, name: str, total: int, offset: int, workers: int,
+                 progress: Progress | None) -> str:
+    """The chunks of ``fin`` through memory into ``fd`` at ``offset``; their sha256 (hex)."""
+    digest = hashlib.sha256()
+
+    def read_at(pos: int) -> bytes:
+        want = min(CHUNK, total - pos)
+        data = os.pread(fin, want, pos)
+        while len(data) < want:     # a short read (not expected from a regular file)
+            more = os.pread(fin, want - len(data), pos + len(data))
+            if not more:
+                raise _ended_early(name, pos + len(data), total)
+            data += more
+        return data
+
+    done = 0
+    for chunk in parallel.ordered_map(read_at, range(0, total, CHUNK), workers, name="pyrauc-copy"):
+        digest.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            n = os.pwrite(fd, view, offset + done)
+            view = view[n:]
+            done += n
+        if progress is not None:
+            progress(done, total)
+    return digest.hexdigest()
+
+
+def _copy_in_kernel(fin: int, fd: int, dst: str, name: str, total: int, offset: int, workers: int,
+                    progress: Progress | None) -> None:
+    """The chunks of ``fin`` into ``dst`` at ``offset`` by ``sendfile``, ``workers`` at once; ``fd``
+    (open on ``dst``) is the first worker's descriptor. sendfile writes at the output's file position,
+    so every other chunk gets a descriptor of its own."""
+
+    def send(pos: int) -> int:
+        want = min(CHUNK, total - pos)
+        out = fd if workers <= 1 else os.open(dst, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.lseek(out, offset + pos, os.SEEK_SET)
+            sent = 0
+            while sent < want:
+                n = os.sendfile(out, fin, pos + sent, want - sent)
+                if n == 0:
+                    raise _ended_early(name, pos + sent, total)
+                sent += n
+        finally:
+            if out != fd:
+                os.close(out)
+        return pos + want
+
+    for end in parallel.ordered_map(send, range(0, total, CHUNK), workers, name="pyrauc-copy"):
+        if progress is not None:
+            progress(end, total)
 
 
 #: slot and image types whose copy can be adaptive (RAUC: the handlers on its shared image writer)
