@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:   # concurrent.futures is imported when a pool is needed (not by `info` and the like)
@@ -28,7 +28,8 @@ def default_workers(limit: int = 8) -> int:
     return max(1, min(n, limit))
 
 
-def ordered_map(fn: Callable[[_T], _R], items: Iterable[_T], workers: int, name: str = "pyrauc") -> Iterator[_R]:
+def ordered_map(fn: Callable[[_T], _R], items: Iterable[_T], workers: int,
+                name: str = "pyrauc") -> Generator[_R, None, None]:
     """Like ``ThreadPoolExecutor.map``, with results in order and at most ``2 * workers`` in flight."""
     if workers <= 1:
         for item in items:

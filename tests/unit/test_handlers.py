@@ -118,8 +118,10 @@ def test_copy_many_chunks_in_order(tmp_path: Path, hashed: bool, workers: int) -
     dev = tmp_path / "dev"
     dev.write_bytes(b"\xee" * (len(data) + 8192))
     seen: list[tuple[int, int]] = []
+    fds = len(os.listdir("/proc/self/fd"))
     handlers.copy_image(src, str(dev), size=len(data), sha256=hashlib.sha256(data).hexdigest() if hashed else None,
                         progress=lambda done, total: seen.append((done, total)), offset=4096, workers=workers)
+    assert len(os.listdir("/proc/self/fd")) == fds          # the kernel copy's pipes are closed
     out = dev.read_bytes()
     assert out[4096:4096 + len(data)] == data
     assert out[:4096] == b"\xee" * 4096 and out[4096 + len(data):] == b"\xee" * 4096
