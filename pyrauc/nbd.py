@@ -90,10 +90,10 @@ READAHEAD_START = 2 << 20            # a run reads ahead once it has fetched thi
 READAHEAD_START_READS = 32           # or in this many fetches (dm-verity's 4 KiB hash-block READs)
 READAHEAD_PAGES = 512                # pages kept after their bytes were read (2 MiB): see ReadAhead
 READAHEAD_SMALL = 16                 # a span of at most this many pages is kept whole once read
-READAHEAD_MAX = 2 << 20              # the largest read-ahead (one Range request)
+READAHEAD_MAX = 4 << 20              # the largest read-ahead (one Range request)
 READAHEAD_LINK = 4 << 20             # a read this close after a run's end continues the run
 READAHEAD_SHARE = 4                  # a run reads ahead 1/READAHEAD_SHARE of what it fetched so far
-READAHEAD_KEEP = 8 << 20             # no read-ahead while this many fetched bytes wait to be read
+READAHEAD_KEEP = 16 << 20            # no read-ahead while this many fetched bytes wait to be read
 READAHEAD_STALE = 64                 # fetched bytes not read from during this many reads are dropped
 
 
