@@ -14,6 +14,7 @@ before a byte is written: readonly slot, image type x slot type, image size vs s
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
@@ -211,9 +212,9 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
                workers: int | None = None) -> None:
     """Copy ``src`` to ``dst`` at ``offset`` (no truncation), then fsync.
 
-    Chunks are read by ``workers`` threads at once and written in order: a squashfs file on
-    dm-verity (and dm-crypt) reads one block at a time, so a single reader leaves all but one CPU idle
-    while the kernel hashes and decrypts.
+    Chunks are copied by ``workers`` threads at once: a squashfs file on dm-verity (and dm-crypt)
+    reads one block at a time, so a single reader leaves all but one CPU idle while the kernel hashes
+    and decrypts; progress is reported in order.
     ``sha256`` given: the data is read into memory (at most ``2 * workers`` chunks at once), hashed
     while copying and must match (plain bundles: nothing below the file system authenticates what is
     read). ``None`` (verity and crypt bundles, where dm-verity authenticates every block before it is
@@ -256,7 +257,7 @@ def _ended_early(name: str, pos: int, total: int) -> InstallError:
 
 
 def _copy_read(fin: int, fd: int, name: str, total: int, offset: int, workers: int,
-                 progress: Progress | None) -> str:
+               progress: Progress | None) -> str:
     """The chunks of ``fin`` through memory into ``fd`` at ``offset``; their sha256 (hex)."""
     digest = hashlib.sha256()
 
@@ -312,13 +313,15 @@ def _copy_in_kernel(fin: int, fd: int, name: str, total: int, offset: int, worke
                 raise _ended_early(name, pos + done, total)
             out = 0
             while out < n:
-                out += os.splice(r, fd, n - out, offset_dst=offset + pos + done + out)
+                m = os.splice(r, fd, n - out, offset_dst=offset + pos + done + out)
+                if m == 0:              # the output took nothing: never loop on it
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                out += m
             done += n
         return pos + want
 
     try:
-        with closing(parallel.ordered_map(send, range(0, total, CHUNK), workers,
-                                                     name="pyrauc-copy")) as ends:
+        with closing(parallel.ordered_map(send, range(0, total, CHUNK), workers, name="pyrauc-copy")) as ends:
             for end in ends:
                 if progress is not None:
                     progress(end, total)
