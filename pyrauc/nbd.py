@@ -30,8 +30,9 @@ milliseconds of CPU). A failed READ is answered with EIO (5); the kernel's read 
 the install.
 
 Kernel side (:func:`kernel_device`): generic netlink family ``nbd``, NBD_CMD_CONNECT with size,
-block size 4096, timeout 300 s, server flags 0 and the socket; the kernel picks /dev/nbdN. The
-device is opened read-only, then NBD_CMD_RECONFIGURE sets DISCONNECT_ON_CLOSE (RAUC 1.15's order:
+block size 4096, timeout 300 s, server flags 0 and the socket; the kernel picks /dev/nbdN, whose
+request size limit pyrauc raises from the driver's 128 KiB (:func:`raise_request_limit`: one READ
+per squashfs block instead of two; RAUC leaves it). The device is opened read-only, then NBD_CMD_RECONFIGURE sets DISCONNECT_ON_CLOSE (RAUC 1.15's order:
 udev's short opens cannot tear it down), so when the last user (dm-verity) goes away the kernel
 disconnects, sends DISC to the helper and the helper exits. The release of the device also sends
 NBD_CMD_DISCONNECT and waits for the helper.
@@ -95,6 +96,7 @@ READAHEAD_LINK = 4 << 20             # a read this close after a run's end conti
 READAHEAD_SHARE = 4                  # a run reads ahead 1/READAHEAD_SHARE of what it fetched so far
 READAHEAD_KEEP = 16 << 20            # no read-ahead while this many fetched bytes wait to be read
 READAHEAD_STALE = 64                 # fetched bytes not read from during this many reads are dropped
+MAX_SECTORS_KB = 4096                # the largest READ the kernel sends (its nbd default: 128 KiB)
 
 
 class NbdError(InstallError):
@@ -865,6 +867,24 @@ def _disconnect(index: int) -> None:
         log.debug("nbd device is already removed")
 
 
+def raise_request_limit(index: int, sysfs: str = "/sys") -> None:
+    """Let the kernel send READs of up to :data:`MAX_SECTORS_KB` (within the device's hardware limit).
+
+    The kernel's nbd driver caps a request at 128 KiB. A squashfs block of 128 KiB seldom starts on a
+    page, so each one read through dm-verity and dm-crypt was split into a 128 KiB and a 4 KiB READ:
+    twice the READs, and the helper's cost is per READ. Set before dm-verity is stacked on the device
+    (a device-mapper table takes the limits of the device below when it is loaded). Best effort: an
+    unchanged limit only costs speed."""
+    queue = f"{sysfs}/block/nbd{index}/queue"
+    try:
+        with open(f"{queue}/max_hw_sectors_kb", encoding="ascii") as f:
+            limit = min(MAX_SECTORS_KB, int(f.read()))
+        with open(f"{queue}/max_sectors_kb", "w", encoding="ascii") as f:
+            f.write(str(limit))
+    except (OSError, ValueError) as e:
+        log.debug(f"nbd{index}: request size limit unchanged: {e}")
+
+
 def _wait_node(path: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
@@ -905,6 +925,7 @@ def kernel_device(helper: Helper, size: int) -> Resource[str]:
             helper.wait()
             reason = e.strerror if isinstance(e, OSError) else str(e)
             raise NbdError(f"failed to set up {device}: {reason}") from e
+    raise_request_limit(index)
     log.info(f"setup done for {device}")
     held = [fd]
 

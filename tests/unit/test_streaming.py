@@ -488,6 +488,18 @@ def test_netlink_connect_attributes() -> None:
         nbd.kernel_device(None, 1000)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("hardware", "expected"), [("32768", "4096"), ("1024", "1024")])
+def test_request_limit_raised_within_the_hardware_limit(tmp_path: Path, hardware: str, expected: str) -> None:
+    queue = tmp_path / "block" / "nbd3" / "queue"
+    queue.mkdir(parents=True)
+    (queue / "max_hw_sectors_kb").write_text(hardware + "\n")
+    (queue / "max_sectors_kb").write_text("128\n")
+    nbd.raise_request_limit(3, sysfs=str(tmp_path))
+    assert (queue / "max_sectors_kb").read_text() == expected
+    nbd.raise_request_limit(4, sysfs=str(tmp_path))       # no such device: nothing raised, nothing written
+    assert not (tmp_path / "block" / "nbd4").exists()
+
+
 def test_helper_threads_do_not_block_on_failures(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     """Many failing requests at once (a vanished file): every one is answered with EIO."""
     victim = site.www / "victim2.bin"
