@@ -24,11 +24,12 @@ TIME = shutil.which("time") or "/usr/bin/time"   # GNU time (Debian package "tim
 class Measurement:
     seconds: float
     peak_rss_kib: int
+    cpu_seconds: float = 0.0          # user + system CPU of the command and its children
 
 
 def measure(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None,
             ok: Sequence[int] = (0,)) -> Measurement:
-    """Run ``argv`` to completion under GNU time: wall time and peak RSS of the command.
+    """Run ``argv`` to completion under GNU time: wall time, peak RSS and CPU time of the command.
 
     An exit code outside ``ok`` ends the benchmark (a usage error is measured with ``ok=(1,)``).
 
@@ -37,14 +38,15 @@ def measure(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | 
     """
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         start = time.perf_counter()
-        proc = subprocess.run([TIME, "-f", "%M", "-o", rss.name, *argv], cwd=cwd, env={**os.environ, **(env or {})},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        proc = subprocess.run([TIME, "-f", "%M %U %S", "-o", rss.name, *argv], cwd=cwd,
+                              env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              check=False)
         elapsed = time.perf_counter() - start
         if proc.returncode not in ok:
             raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): "
                              f"{proc.stderr.decode(errors='replace').strip()[-500:]}")
-        peak = int(rss.read().strip().splitlines()[-1])
-    return Measurement(elapsed, peak)
+        peak, user, system = rss.read().strip().splitlines()[-1].split()
+    return Measurement(elapsed, int(peak), float(user) + float(system))
 
 
 def pyrauc_cmd() -> list[str]:
