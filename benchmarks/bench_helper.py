@@ -2,15 +2,15 @@
 
     python -m benchmarks.bench_helper [--size-mib 512] [--runs 3] [--https] [--py-spy OUT]
 
-No lab, no root, no NBD: nginx on 127.0.0.1 serves a file of random bytes, ``pyrauc.nbd.Helper``
-is started and configured as for an install, and this script takes the kernel's place on the
-socket: 4 copy readers, each reading its 2 MiB chunks (chunk i, i+4, ...) in READs of 33 pages
-that share their first page with the READ before (a 128 KiB squashfs block seldom starts on a
-page), one READ outstanding per reader. It prints the wall time and the helper's CPU per MiB and
-per READ, and how many READs it answered at once (its exit line). With ``--py-spy OUT`` (py-spy on
-PATH or in $PY_SPY) the helper's threads are sampled into OUT (py-spy's raw, collapsed stacks)
-and the heaviest functions are printed. Under TCG on the lab target the same helper needs about
-20 times the CPU per MiB (benchmarks/README). Nothing is asserted.
+No lab, no root, no NBD: nginx on 127.0.0.1 serves a file of random bytes, ``pyrauc.nbd.Helper`` is
+started and configured as for an install, and this script takes the kernel's place on the socket:
+the install's copy readers (4 on 2 CPUs), each reading its 2 MiB chunks (chunk i, i+4, ...) in
+READs of 33 pages that share their first page with the READ before (a 128 KiB squashfs block seldom
+starts on a page), one READ outstanding per reader. It prints the wall time and the helper's CPU
+per MiB and per READ, and how many READs it answered at once (its exit line). With ``--py-spy OUT``
+(py-spy on PATH or in $PY_SPY) the helper's threads are sampled into OUT (py-spy's raw, collapsed
+stacks) and the heaviest functions are printed. Under TCG on the lab target the same helper needs
+about 20 times the CPU per MiB (benchmarks/README). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -28,20 +28,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pyrauc import nbd
+from pyrauc import handlers, nbd
 from pyrauc.stream import StreamOptions
 from tests.helpers.webserver import Nginx, TlsFiles
 
-CHUNK = 2 << 20          # handlers.CHUNK: one copy reader's piece
-PAGE = 4096
-READERS = 4              # handlers.copy_workers() on 2 CPUs
+PAGE = nbd.BLOCK_SIZE
 BLOCK_PAGES = 33         # a 128 KiB squashfs block that does not start on a page
 
 
-def _reads(size: int, reader: int) -> Iterator[tuple[int, int]]:
-    """(offset, length) of one copy reader's READs, in order."""
-    for chunk in range(reader * CHUNK, size, READERS * CHUNK):
-        for offset in range(chunk, min(chunk + CHUNK, size), (BLOCK_PAGES - 1) * PAGE):
+def _reads(size: int, reader: int, readers: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of one copy reader's READs, in order (its chunks as handlers.copy_image hands them out)."""
+    chunk_size = handlers.CHUNK
+    for chunk in range(reader * chunk_size, size, readers * chunk_size):
+        for offset in range(chunk, min(chunk + chunk_size, size), (BLOCK_PAGES - 1) * PAGE):
             yield offset, min(BLOCK_PAGES * PAGE, size - offset)
 
 
@@ -65,9 +64,9 @@ def run_once(url: str, size: int, options: StreamOptions, py_spy: str | None, ou
                                    stderr=subprocess.DEVNULL)
             time.sleep(1.0)           # py-spy attaches
         sock = helper.release_socket()
-        readers = [_reads(size, r) for r in range(READERS)]
+        workers = handlers.copy_workers()       # the install's copy readers on this machine
+        readers = [_reads(size, r, workers) for r in range(workers)]
         pending: dict[int, int] = {}
-        buf = bytearray(BLOCK_PAGES * PAGE)
 
         def send(reader: int) -> None:
             read = next(readers[reader], None)
@@ -77,7 +76,7 @@ def run_once(url: str, size: int, options: StreamOptions, py_spy: str | None, ou
 
         cpu0 = _cpu(helper.proc.pid)           # without the helper's start-up and the probe
         start = time.monotonic()
-        for reader in range(READERS):
+        for reader in range(workers):
             send(reader)
         count = 0
         while pending:
@@ -85,14 +84,8 @@ def run_once(url: str, size: int, options: StreamOptions, py_spy: str | None, ou
             if magic != nbd.REPLY_MAGIC or error:
                 raise SystemExit(f"bad reply from the helper (error {error})")
             reader = int.from_bytes(handle, "big")
-            length = pending.pop(reader)
-            view = memoryview(buf)[:length]
-            got = 0
-            while got < length:
-                n = sock.recv_into(view[got:], length - got)
-                if not n:
-                    raise SystemExit("the helper closed the socket")
-                got += n
+            if len(nbd._recv_exact(sock, pending.pop(reader))) == 0:
+                raise SystemExit("the helper closed the socket")
             count += 1
             send(reader)
         wall = time.monotonic() - start

@@ -32,8 +32,9 @@ the install.
 Kernel side (:func:`kernel_device`): generic netlink family ``nbd``, NBD_CMD_CONNECT with size,
 block size 4096, timeout 300 s, server flags 0 and the socket; the kernel picks /dev/nbdN, whose
 request size limit pyrauc raises from the driver's 128 KiB (:func:`raise_request_limit`: one READ
-per squashfs block instead of two; RAUC leaves it). The device is opened read-only, then NBD_CMD_RECONFIGURE sets DISCONNECT_ON_CLOSE (RAUC 1.15's order:
-udev's short opens cannot tear it down), so when the last user (dm-verity) goes away the kernel
+per squashfs block instead of two; RAUC leaves it). The device is opened read-only, then
+NBD_CMD_RECONFIGURE sets DISCONNECT_ON_CLOSE (RAUC 1.15's order: udev's short opens cannot tear it
+down), so when the last user (dm-verity) goes away the kernel
 disconnects, sends DISC to the helper and the helper exits. The release of the device also sends
 NBD_CMD_DISCONNECT and waits for the helper.
 """
