@@ -141,7 +141,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     access.check_keyring()                   # before anything is read or fetched, as RAUC does
     log.info("Reading bundle: %s", redact(path))
     with access.open(path, sandboxed=False) as b:
-        sys.stdout.write(info.format_info(b, args.output_format, color=sys.stdout.isatty(),
+        sys.stdout.write(info.format_info(b, args.output_format, color=True,   # RAUC: also into a pipe
                                           dump_cert=args.dump_cert, dump_recipients=args.dump_recipients))
     return 0
 

@@ -8,13 +8,13 @@ follows current RAUC: readable, shell (``RAUC_*='...'``), json and json-pretty.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pyrauc import info
 from pyrauc.cli_common import Command, err, positionals, system_config
 from pyrauc.errors import RaucError
 from pyrauc.goption import Option
@@ -178,8 +178,8 @@ def format_status(s: SystemReport, output_format: str, detailed: bool) -> str:
     if output_format == "shell":
         return format_shell(s, detailed)
     if output_format == "json":
-        return json.dumps(status_dict(s, detailed), separators=(",", ":")) + "\n"
-    return json.dumps(status_dict(s, detailed), indent=2) + "\n"
+        return info.json_glib(status_dict(s, detailed)) + "\n"
+    return info.json_glib_pretty(status_dict(s, detailed), empty=info.JSON_PRETTY_EMPTY) + "\n"
 
 
 # --------------------------------------------------------------------------------------------

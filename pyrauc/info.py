@@ -39,7 +39,7 @@ def format_readable(bundle: Bundle, *, color: bool = True, dump_cert: bool = Fal
     ``dump_cert`` and ``dump_recipients`` add the signer certificate and the recipient list
     between the images and the certificate chain, where RAUC prints them.
     """
-    from pyrauc import envelope, signature
+    from pyrauc import signature
     from pyrauc.bundle import format_size_long
 
     mf = bundle.manifest
@@ -93,25 +93,30 @@ def format_readable(bundle: Bundle, *, color: bool = True, dump_cert: bool = Fal
             ("Converted", " ".join(repr(c) for c in image.converted) if image.converted else None),
         )
     lines.append("")
+    text = "\n".join(lines) + "\n" + _dumps(bundle, dump_cert, dump_recipients)
+    if bundle.verified is None:
+        return text + "Signature unverified\n"
+    # RAUC prints the chain's text (which ends with a newline) with a newline of its own
+    return text + "Certificate Chain:\n" + signature.format_cert_chain(bundle.verified.chain).rstrip("\n") + "\n\n"
+
+
+def _dumps(bundle: Bundle, dump_cert: bool, dump_recipients: bool) -> str:
+    """``--dump-cert`` and ``--dump-recipients``: after the manifest's text, in every output format."""
+    from pyrauc import envelope, signature
+
+    out = ""
     if dump_cert:
         certs = signature.cms_certificates(bundle.sigdata)
         signer = bundle.verified.signer if bundle.verified else (certs[0] if certs else None)
         if signer is not None:
-            lines.append(signature.dump_cert(signer).rstrip("\n"))
-            lines.append("")
+            out += signature.dump_cert(signer).rstrip("\n") + "\n\n"
     if dump_recipients:
         if bundle.encrypted:
             # RAUC prints the block as is: key-identifier entries end without a newline
-            lines.append(envelope.format_recipients(bundle.cms))
+            out += envelope.format_recipients(bundle.cms) + "\n"
         else:
-            lines.append("No recipient data to dump (bundle is not encrypted)")
-            lines.append("")
-    if bundle.verified is None:
-        lines.append("Signature unverified")
-    else:
-        lines.append("Certificate Chain:")
-        lines.append(signature.format_cert_chain(bundle.verified.chain).rstrip("\n"))
-    return "\n".join(lines) + "\n"
+            out += "No recipient data to dump (bundle is not encrypted)\n\n"
+    return out
 
 
 def _shell_quote(value: str | None) -> str:
@@ -137,7 +142,7 @@ def format_shell(bundle: Bundle) -> str:
         for k, v in items.items():
             name = f"RAUC_META_{group}_{k}".upper().replace("-", "_")
             out.append(f"{name}={shlex.quote(v)}")
-    for i, image in enumerate(mf.images, 1):
+    for i, image in enumerate(mf.images):
         out += [
             f"RAUC_IMAGE_NAME_{i}={_shell_quote(image.filename)}",
             f"RAUC_IMAGE_CLASS_{i}={_shell_quote(image.slotclass)}",
@@ -151,7 +156,7 @@ def format_shell(bundle: Bundle) -> str:
                              ("CONVERTED", image.converted)):
             if values:
                 out.append(f"RAUC_IMAGE_{name}_{i}={_shell_quote(' '.join(values))}")
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n\n"          # RAUC prints the text (ending in a newline) with one more
 
 
 def to_json_obj(mf: Manifest) -> dict[str, Any]:
@@ -221,20 +226,31 @@ def to_dict(mf: Manifest) -> dict[str, Any]:
     return result
 
 
-def json_glib_pretty(value: Any, indent: int = 0) -> str:
-    """JSON as json-glib's pretty generator writes it: 2-space indent, ``"key" : value``."""
+def json_glib(value: Any) -> str:
+    """JSON as json-glib's generator writes it: no spaces, UTF-8 as is (RAUC's ``json``)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_glib_pretty(value: Any, indent: int = 0, *, empty: tuple[str, str] = ("{ }", "[ ]")) -> str:
+    """JSON as json-glib's pretty generator writes it: 2-space indent, ``"key" : value``, UTF-8 as
+    is. ``empty``: how an empty object and array print (json-2's GVariant: ``{ }``/``[ ]``;
+    ``json-pretty``'s builder: ``{}``/``[]``)."""
     pad = "  " * (indent + 1)
     if isinstance(value, dict):
         if not value:
-            return "{ }"
-        body = ",\n".join(f"{pad}{json.dumps(k)} : {json_glib_pretty(v, indent + 1)}" for k, v in value.items())
+            return empty[0]
+        body = ",\n".join(f"{pad}{json_glib(k)} : {json_glib_pretty(v, indent + 1, empty=empty)}"
+                          for k, v in value.items())
         return "{\n" + body + "\n" + "  " * indent + "}"
     if isinstance(value, list):
         if not value:
-            return "[ ]"
-        body = ",\n".join(pad + json_glib_pretty(v, indent + 1) for v in value)
+            return empty[1]
+        body = ",\n".join(pad + json_glib_pretty(v, indent + 1, empty=empty) for v in value)
         return "[\n" + body + "\n" + "  " * indent + "]"
-    return json.dumps(value)
+    return json_glib(value)
+
+
+JSON_PRETTY_EMPTY = ("{}", "[]")
 
 
 def format_info(bundle: Bundle, output_format: str, *, color: bool = True, dump_cert: bool = False,
@@ -243,11 +259,13 @@ def format_info(bundle: Bundle, output_format: str, *, color: bool = True, dump_
     if output_format == "readable":
         return format_readable(bundle, color=color, dump_cert=dump_cert, dump_recipients=dump_recipients)
     if output_format == "shell":
-        return format_shell(bundle)
-    if output_format == "json":
-        return json.dumps(to_json_obj(bundle.manifest), separators=(",", ":")) + "\n"
-    if output_format == "json-pretty":
-        return json.dumps(to_json_obj(bundle.manifest), indent=2) + "\n"
-    if output_format == "json-2":
-        return json_glib_pretty(to_dict(bundle.manifest)) + "\n"
-    raise ValueError(output_format)
+        text = format_shell(bundle)
+    elif output_format == "json":
+        text = json_glib(to_json_obj(bundle.manifest)) + "\n"
+    elif output_format == "json-pretty":
+        text = json_glib_pretty(to_json_obj(bundle.manifest), empty=JSON_PRETTY_EMPTY) + "\n"
+    elif output_format == "json-2":
+        text = json_glib_pretty(to_dict(bundle.manifest)) + "\n"
+    else:
+        raise ValueError(output_format)
+    return text + _dumps(bundle, dump_cert, dump_recipients)
