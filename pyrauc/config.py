@@ -290,7 +290,10 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Sequence[
         data = conf_path.read_bytes()
     except OSError as e:
         raise ConfigError(f"Failed to load system config ({conf_path}): {e.strerror}") from e
-    return parse_config(data, conf_path, overrides)
+    try:
+        return parse_config(data, conf_path, overrides)
+    except (ConfigError, KeyFileError) as e:
+        raise e.prefixed(f"Failed to load system config ({conf_path}): ") from e
 
 
 def load_host_config(path: str | os.PathLike[str] | None = None,
@@ -357,12 +360,12 @@ class _Parser:
         if compatible is None and host:
             compatible = ""
         if compatible is None:
-            raise ConfigError(f"Key file does not have key 'compatible' in group '{g}'")
+            raise ConfigError(f"Key file does not have key “compatible” in group “{g}”")
         bootloader = self.s(g, "bootloader") or ("noop" if host else None)
         if bootloader is None:
-            raise ConfigError("No bootloader selected in system config file")
+            raise ConfigError("No bootloader selected in system config")
         if bootloader not in BOOTLOADERS:
-            raise ConfigError(f"Unsupported bootloader '{bootloader}' selected in system config file")
+            raise ConfigError(f"Unsupported bootloader '{bootloader}' selected in system config")
         c = SystemConfig(path=self.path, compatible=compatible, bootloader=bootloader)
 
         c.mountprefix = self.s(g, "mountprefix") or c.mountprefix
@@ -506,9 +509,9 @@ class _Parser:
                 path = self.path_(group, "path")
                 rtype = self.s(group, "type")
                 if path is None:
-                    raise ConfigError(f"Key file does not have key 'path' in group '{group}'")
+                    raise ConfigError(f"Key file does not have key “path” in group “{group}”")
                 if rtype is None:
-                    raise ConfigError(f"Key file does not have key 'type' in group '{group}'")
+                    raise ConfigError(f"Key file does not have key “type” in group “{group}”")
                 c.artifacts[name] = ArtifactRepoConfig(name=name, path=path, type=rtype,
                                                        description=self.s(group, "description"),
                                                        parent_class=self.s(group, "parent-class"))
@@ -518,7 +521,7 @@ class _Parser:
         """One ``[log.<name>]`` group, checked as RAUC's event log setup does."""
         filename = self.s(group, "filename")
         if filename is None:
-            raise ConfigError(f"Key file does not have key 'filename' in group '{group}'")
+            raise ConfigError(f"Key file does not have key “filename” in group “{group}”")
         if not os.path.isabs(filename):
             if not c.data_directory:
                 raise ConfigError("Relative filename requires data-directory to be set")
@@ -555,7 +558,7 @@ class _Parser:
             name = f"{parts[1]}.{parts[2]}"
             device = self.s(group, "device")
             if device is None:
-                raise ConfigError(f"Key file does not have key 'device' in group '{group}'")
+                raise ConfigError(f"Key file does not have key “device” in group “{group}”")
             slot = SlotConfig(name=name, sclass=parts[1], index=int(parts[2]), device=device)
             if not os.path.isabs(device) and device.startswith(("./", "../")):
                 slot.device = _resolve(self.base, device) or device

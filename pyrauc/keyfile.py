@@ -179,7 +179,7 @@ class KeyFile:
             eq = stripped.find("=")
             if eq <= 0:
                 raise KeyFileError(
-                    f"Key file contains line '{line}' which is not a key-value pair, group, or comment"
+                    f"Key file contains line “{line}” which is not a key-value pair, group, or comment"
                 )
             if current is None:
                 raise KeyFileError("Key file does not start with a group")
@@ -230,7 +230,7 @@ class KeyFile:
     def _group(self, group: str) -> _Group:
         g = self._groups.get(group)
         if g is None:
-            raise KeyFileError(f"Key file does not have group '{group}'")
+            raise KeyFileError(f"Key file does not have group “{group}”")
         return g
 
     # -- getters ---------------------------------------------------------------------------
@@ -238,21 +238,21 @@ class KeyFile:
         """The raw value, escapes not decoded."""
         pair = self._group(group).lookup.get(key)
         if pair is None:
-            raise KeyFileError(f"Key file does not have key '{key}' in group '{group}'")
+            raise KeyFileError(f"Key file does not have key “{key}” in group “{group}”")
         return pair.value
 
     def get_string(self, group: str, key: str) -> str:
         """The value with GLib escapes (``\\s \\n \\t \\r \\\\``) decoded."""
         result = _unescape(self.get_value(group, key), None)
         if result is None:
-            raise KeyFileError(f"Key file contains key '{key}' which has a value that cannot be interpreted.")
+            raise KeyFileError(f"Key file contains key “{key}” which has a value that cannot be interpreted.")
         return result
 
     def get_string_list(self, group: str, key: str) -> list[str]:
         """A ``;``-separated list (``\\;`` escapes the separator, trailing ``;`` optional)."""
         pieces: list[str] = []
         if _unescape(self.get_value(group, key), pieces) is None:
-            raise KeyFileError(f"Key file contains key '{key}' which has a value that cannot be interpreted.")
+            raise KeyFileError(f"Key file contains key “{key}” which has a value that cannot be interpreted.")
         return pieces
 
     def get_boolean(self, group: str, key: str) -> bool:
@@ -262,7 +262,7 @@ class KeyFile:
             return True
         if value in ("false", "0"):
             return False
-        raise KeyFileError(f"Key file contains key '{key}' which has a value that cannot be interpreted.")
+        raise KeyFileError(f"Key file contains key “{key}” which has a value that cannot be interpreted.")
 
     def get_integer(self, group: str, key: str) -> int:
         """A 32-bit signed integer parsed like GLib (``strtol``, base 10)."""
@@ -272,7 +272,7 @@ class KeyFile:
         number = int(m.group(1) + m.group(2)) if m else 0
         if value == "" or (rest and rest[0] not in _SPACE) or not -(2**31) <= number < 2**31:
             raise KeyFileError(
-                f"Key file contains key '{key}' in group '{group}' "
+                f"Key file contains key “{key}” in group “{group}” "
                 "which has a value that cannot be interpreted."
             )
         return number
@@ -283,7 +283,7 @@ class KeyFile:
         m = _STRTOL.match(value)
         if value == "" or m is None or m.end() != len(value):
             raise KeyFileError(
-                f"Key '{key}' in group '{group}' has value '{value}' where uint64 was expected"
+                f"Key “{key}” in group “{group}” has value “{value}” where uint64 was expected"
             )
         number = min(int(m.group(2)), _UINT64_MAX)
         if m.group(1) == "-":
@@ -380,7 +380,7 @@ class KeyFile:
         g = self._group(group)
         pair = g.lookup.pop(key, None)
         if pair is None:
-            raise KeyFileError(f"Key file does not have key '{key}' in group '{group}'")
+            raise KeyFileError(f"Key file does not have key “{key}” in group “{group}”")
         g.pairs.remove(pair)
 
     def remove_group(self, group: str) -> None:

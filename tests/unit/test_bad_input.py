@@ -31,6 +31,9 @@ from tests.helpers.pki import Pki, issue, write_pem_bundle
 
 PIN = "1234-secret-pin"
 
+# what a system.conf that cannot be loaded makes RAUC print (a regular expression, then the reason)
+CONF_ERROR = "re:^Failed to initialize context: Failed to load system config \\(.*\\): "
+
 
 @dataclasses.dataclass
 class World:
@@ -413,23 +416,23 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
      "re:^Failed to initialize context: Failed to load system config .*No such file or directory$"),
     ("status-conf-syntax", ("-c", "{conf_syntax}", "status"), "re:^Failed to initialize context: "),
     ("status-conf-key", ("-c", "{conf_key}", "status"),
-     "Failed to initialize context: Invalid key 'frobnicate' in group '[system]'"),
+     CONF_ERROR + "Invalid key 'frobnicate' in group '\\[system\\]'$"),
     ("status-conf-compatible", ("-c", "{conf_nocompat}", "status"),
-     "Failed to initialize context: Key file does not have key 'compatible' in group 'system'"),
+     CONF_ERROR + "Key file does not have key “compatible” in group “system”$"),
     ("status-own-parent", ("-c", "{conf_self}", "status"),
-     "Failed to initialize context: Slot 'a.0' cannot be its own parent"),
+     CONF_ERROR + "Slot 'a\\.0' cannot be its own parent$"),
     ("status-parent-loop", ("-c", "{conf_loop}", "status"),
-     "Failed to initialize context: Parent loop in slot configuration: a.0 -> b.0 -> a.0"),
+     CONF_ERROR + "Parent loop in slot configuration: a\\.0 -> b\\.0 -> a\\.0$"),
     ("mark-parent-loop", ("-c", "{conf_loop}", "status", "mark-good"),
-     "Failed to initialize context: Parent loop in slot configuration: a.0 -> b.0 -> a.0"),
+     CONF_ERROR + "Parent loop in slot configuration: a\\.0 -> b\\.0 -> a\\.0$"),
     ("status-dup-bootname", ("-c", "{conf_dupboot}", "status"),
-     "Failed to initialize context: Bootname 'A' is set on more than one slot (a.0, a.1)"),
+     CONF_ERROR + "Bootname 'A' is set on more than one slot \\(a\\.0, a\\.1\\)$"),
     ("status-max-sig", ("-c", "{conf_maxsig}", "status"),
-     "re:^Failed to initialize context: Invalid value \\(1099511627776\\) for max-bundle-signature-size"),
+     CONF_ERROR + "Invalid value \\(1099511627776\\) for max-bundle-signature-size"),
     ("status-data-dir-file", ("-c", "{conf_datafile}", "status", "--override-boot-slot=A"),
      "re:^Failed to determine slot states: Failed to create data directory .*: Not a directory$"),
     ("status-mkfs-quotes", ("-c", "{conf_mkfs}", "status"),
-     "re:^Failed to initialize context: Failed to parse extra-mkfs-opts: Text ended before matching quote"),
+     CONF_ERROR + "Failed to parse extra-mkfs-opts: Text ended before matching quote"),
     ("status-unknown-sub", ("-c", "{conf_ok}", "status", "mark-perfect"), "unknown subcommand mark-perfect"),
     ("status-too-many", ("-c", "{conf_ok}", "status", "mark-good", "a", "b"), "Too many arguments"),
     ("mark-unknown-slot", ("-c", "{conf_ok}", "status", "mark-good", "nope.0", "--override-boot-slot=A"),
@@ -440,7 +443,7 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("install-no-conf", ("-c", "{dir}/none.conf", "install", "{verity}"),
      "re:^Failed to initialize context: Failed to load system config"),
     ("install-loop-conf", ("-c", "{conf_loop}", "install", "{verity}"),
-     "Failed to initialize context: Parent loop in slot configuration: a.0 -> b.0 -> a.0"),
+     CONF_ERROR + "Parent loop in slot configuration: a\\.0 -> b\\.0 -> a\\.0$"),
 ]
 
 

@@ -66,7 +66,8 @@ def test_broken_system_conf_is_one_line(tmp_path: Path) -> None:
     proc = pyrauc("-c", conf, "info", some)
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("Reading")]
-    assert lines == ["Failed to initialize context: Invalid key 'bogus' in group '[system]'"]
+    assert lines == [f"Failed to initialize context: Failed to load system config ({conf}): "
+                     "Invalid key 'bogus' in group '[system]'"]
 
 
 def test_info_unknown_output_format(tmp_path: Path) -> None:

@@ -171,7 +171,8 @@ def test_min_bundle_version_config(tmp_path: Path, value: str, ok: bool) -> None
     if ok:
         assert "Min version format invalid" not in proc.stderr
     else:
-        assert one_error(proc) == ("Failed to initialize context: Min version format invalid, expected: "
+        assert one_error(proc) == (f"Failed to initialize context: Failed to load system config ({conf}): "
+                                   "Min version format invalid, expected: "
                                    f"Major[.Minor[.Patch]][-pre_release], got: {value}")
 
 

@@ -72,10 +72,10 @@ def test_data_directory_with_per_slot() -> None:
 @pytest.mark.parametrize(("text", "msg"), [
     (conf(tail="\n[foo]\nx=1\n"), r"Invalid group '\[foo\]'"),
     (conf("unknown=1\n"), r"Invalid key 'unknown' in group '\[system\]'"),
-    (conf(bl="lilo"), "Unsupported bootloader 'lilo' selected in system config file"),
+    (conf(bl="lilo"), "Unsupported bootloader 'lilo' selected in system config"),
     (conf(tail="\n[slot.x.0]\ndevice=/dev/x\ntype=btrfs\n"),
      "Unsupported slot type 'btrfs' for slot x.0 selected in system config"),
-    (conf(tail="\n[slot.x.0]\ntype=raw\n"), "Key file does not have key 'device' in group 'slot.x.0'"),
+    (conf(tail="\n[slot.x.0]\ntype=raw\n"), "Key file does not have key “device” in group “slot.x.0”"),
     (conf(tail="\n[slot.x.0]\ndevice=/dev/x\nparent=y.0\n"), "Parent slot 'y.0' not found!"),
     (conf("grubenv=/boot/grubenv\n"), r"Invalid key 'grubenv' in group '\[system\]'"),
     (conf("efi-use-bootnext=false\n", bl="grub"), r"Invalid key 'efi-use-bootnext'"),

@@ -38,7 +38,7 @@ def test_keyfile_nul_ends_the_line() -> None:
 
 
 def test_keyfile_nul_in_key() -> None:
-    with pytest.raises(KeyFileError, match=r"^Key file contains line 'ke' which is not a key-value pair, group, "
+    with pytest.raises(KeyFileError, match=r"^Key file contains line “ke” which is not a key-value pair, group, "
                                            r"or comment$"):
         KeyFile.parse(b"[g]\nke\0y=v\n")
 
@@ -59,7 +59,7 @@ def test_system_status_with_bad_escape(tmp_path: Path) -> None:
     Path(config.statusfile).parent.mkdir()
     Path(config.statusfile).write_text("[system]\nboot-id=\\x\n")
     with pytest.raises(StatusError, match=r"^Failed to load status file .*central\.raucs: Key file contains key "
-                                          r"'boot-id' which has a value that cannot be interpreted\.$"):
+                                          r"“boot-id” which has a value that cannot be interpreted\.$"):
         load_system_status(config)                                             # was KeyFileError
 
 

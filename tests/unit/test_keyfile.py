@@ -38,10 +38,10 @@ def test_parse_to_data_like_glib(text: str, expected: str) -> None:
     ("text", "message"),
     [
         ("k=v\n", "Key file does not start with a group"),
-        ("[a]\n=v\n", "Key file contains line '=v' which is not a key-value pair, group, or comment"),
-        ("[a]\nfoo\n", "Key file contains line 'foo' which is not a key-value pair, group, or comment"),
-        ("[a\n", "Key file contains line '[a' which is not a key-value pair, group, or comment"),
-        ("[a]x\n", "Key file contains line '[a]x' which is not a key-value pair, group, or comment"),
+        ("[a]\n=v\n", "Key file contains line “=v” which is not a key-value pair, group, or comment"),
+        ("[a]\nfoo\n", "Key file contains line “foo” which is not a key-value pair, group, or comment"),
+        ("[a\n", "Key file contains line “[a” which is not a key-value pair, group, or comment"),
+        ("[a]x\n", "Key file contains line “[a]x” which is not a key-value pair, group, or comment"),
         ("[]\n", "Invalid group name: "),
         ("[a[b]\n", "Invalid group name: a[b"),
         ("[a]\n k [de]=x\n", "Invalid key name: k [de]"),
@@ -57,9 +57,9 @@ def test_syntax_errors(text: str, message: str) -> None:
 
 def test_missing_group_and_key() -> None:
     kf = KeyFile.parse("[a]\nk=v\n")
-    with pytest.raises(KeyFileError, match=r"^Key file does not have group 'x'$"):
+    with pytest.raises(KeyFileError, match=r"^Key file does not have group “x”$"):
         kf.get_string("x", "k")
-    with pytest.raises(KeyFileError, match=r"^Key file does not have key 'z' in group 'a'$"):
+    with pytest.raises(KeyFileError, match=r"^Key file does not have key “z” in group “a”$"):
         kf.get_string("a", "z")
     assert kf.has_group("a") and not kf.has_group("x")
     assert kf.has_key("a", "k") and not kf.has_key("a", "z") and not kf.has_key("x", "k")
@@ -74,7 +74,7 @@ def test_string_escapes_decode() -> None:
 @pytest.mark.parametrize("value", ["a\\;b", "x\\", "a\\xb"])
 def test_string_invalid_escape(value: str) -> None:
     kf = KeyFile.parse(f"[a]\nk={value}\n")
-    with pytest.raises(KeyFileError, match=r"^Key file contains key 'k' which has a value that cannot be"):
+    with pytest.raises(KeyFileError, match=r"^Key file contains key “k” which has a value that cannot be"):
         kf.get_string("a", "k")
 
 
@@ -97,7 +97,7 @@ def test_lists() -> None:
     assert kf.get_string_list("a", "l3") == []
     assert kf.get_string_list("a", "l4") == [""]
     assert kf.get_string_list("a", "l5") == ["a\\", "b"]
-    with pytest.raises(KeyFileError, match="key 'l6' which has a value that cannot be interpreted"):
+    with pytest.raises(KeyFileError, match="key “l6” which has a value that cannot be interpreted"):
         kf.get_string_list("a", "l6")
 
 
@@ -121,7 +121,7 @@ def test_booleans() -> None:
         with pytest.raises(KeyFileError) as exc:
             kf.get_boolean("a", key)
         assert str(exc.value) == (
-            f"Key file contains key '{key}' which has a value that cannot be interpreted."
+            f"Key file contains key “{key}” which has a value that cannot be interpreted."
         )
     kf.set_boolean("a", "b1", False)
     assert kf.get_value("a", "b1") == "false"
@@ -141,7 +141,7 @@ def test_integers() -> None:
         with pytest.raises(KeyFileError) as exc:
             kf.get_integer("a", key)
         assert str(exc.value) == (
-            f"Key file contains key '{key}' in group 'a' which has a value that cannot be interpreted."
+            f"Key file contains key “{key}” in group “a” which has a value that cannot be interpreted."
         )
 
 
@@ -157,7 +157,7 @@ def test_uint64() -> None:
     for key, value in (("sp", "12 "), ("hex", "0x10"), ("e", "")):
         with pytest.raises(KeyFileError) as exc:
             kf.get_uint64("a", key)
-        assert str(exc.value) == f"Key '{key}' in group 'a' has value '{value}' where uint64 was expected"
+        assert str(exc.value) == f"Key “{key}” in group “a” has value “{value}” where uint64 was expected"
     kf.set_uint64("a", "big", 2**63)
     kf.set_integer("a", "max", -7)
     assert kf.get_value("a", "big") == "9223372036854775808"
@@ -191,7 +191,7 @@ def test_set_value_replaces_in_place_and_groups_append() -> None:
     assert kf.to_data() == "[a]\nk=2\nz=0\nm=4\n\n[b]\nn=3\n"
     kf.remove_group("a")
     assert kf.to_data() == "[b]\nn=3\n"
-    with pytest.raises(KeyFileError, match="does not have group 'a'"):
+    with pytest.raises(KeyFileError, match="does not have group “a”"):
         kf.remove_group("a")
     with pytest.raises(KeyFileError, match="Invalid key name: "):
         kf.set_value("b", "", "x")

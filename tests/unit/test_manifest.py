@@ -142,8 +142,8 @@ def test_set_string_escapes_in_output() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[bundle]\nformat=plain\n", "Key file does not have group 'update'"),
-        ("[update]\nversion=1\n", "Key file does not have key 'compatible' in group 'update'"),
+        ("[bundle]\nformat=plain\n", "Key file does not have group “update”"),
+        ("[update]\nversion=1\n", "Key file does not have key “compatible” in group “update”"),
         ("[update]\ncompatible=\n", "Missing value for key 'compatible'"),
         ("[update]\ncompatible=x\nversion=\n", "Missing value for key 'version'"),
         ("[update]\ncompatible=x\nfoo=1\n", "Invalid key 'foo' in group '[update]'"),
@@ -190,7 +190,7 @@ def test_set_string_escapes_in_output() -> None:
         ),
         (
             "[update]\ncompatible=x\n[image.a]\nfilename=a.img\nsize=big\n",
-            "Key 'size' in group 'image.a' has value",
+            "Key “size” in group “image.a” has value",
         ),
         ("[update]\ncompatible=x\n[image.a]\nsha256=\nfilename=a.img\n", "Missing value for key 'sha256'"),
         (

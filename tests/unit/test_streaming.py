@@ -373,7 +373,8 @@ def test_info_url_send_headers_from_system_conf(site: Site, tmp_path: Path) -> N
 def test_send_headers_item_checked(tmp_path: Path) -> None:
     conf = tmp_path / "system.conf"
     conf.write_text("[system]\ncompatible=x\nbootloader=noop\n\n[streaming]\nsend-headers=boot-id;shoe-size\n")
-    with pytest.raises(RaucError, match=r"^Automatic HTTP header 'shoe-size' not supported$"):
+    with pytest.raises(RaucError, match=r"^Failed to load system config \(.*\): "
+                                        r"Automatic HTTP header 'shoe-size' not supported$"):
         config.load_config(str(conf))
 
 
