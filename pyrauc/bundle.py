@@ -654,6 +654,7 @@ def check_payload(bundle: Bundle, progress: Progress | None = None) -> None:
     if bundle.detached:
         return
     assert mf.verity_salt is not None and mf.verity_hash is not None
+    logger.info("Verifying bundle payload... ")
     verity.verify_hash_tree(bundle.path, bundle.squashfs_size, bytes.fromhex(mf.verity_salt),
                             bytes.fromhex(mf.verity_hash), progress=progress)
 

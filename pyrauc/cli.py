@@ -158,13 +158,19 @@ def _existing(source: str) -> str:
     return path
 
 
+def _reading(source: str) -> str:
+    """:func:`_existing`, after RAUC's "Reading bundle: <source as given>" (info logs the full path)."""
+    log.info("Reading bundle: %s", source)
+    return _existing(source)
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from pyrauc import bundle
 
     source, outdir = positionals(args, "An input bundle must be provided", "An output directory must be provided")
     if Path(outdir).exists():
         raise RaucError(f"Failed to extract bundle: output directory '{outdir}' exists already")
-    b = bundle_access(args, host_config(args)).open(_existing(source))
+    b = bundle_access(args, host_config(args)).open(_reading(source))
     bundle.extract_bundle(b, outdir, progress=_progress("Checking payload"))
     return 0
 
@@ -176,7 +182,7 @@ def cmd_extract_signature(args: argparse.Namespace) -> int:
     source, outsig = positionals(args, "An input bundle must be provided",
                                  "An output signature file must be provided")
     access = bundle_access(args, host_config(args))
-    with access.open(source if is_url(source) else _existing(source), sandboxed=False) as b:
+    with access.open(source if is_url(source) else _reading(source), sandboxed=False) as b:
         bundle.extract_signature(b, outsig)
     return 0
 
@@ -194,7 +200,7 @@ def cmd_resign(args: argparse.Namespace) -> int:
     source, outbundle = positionals(args, "An input bundle must be provided", "An output bundle must be provided")
     if not args.cert or not args.key:
         raise UsageError("Cert and key files must be provided")
-    b = _input_access(args).open(_existing(source))
+    b = _input_access(args).open(_reading(source))
     bundle.resign_bundle(b, outbundle, cert=args.cert, key=args.key, intermediates=args.intermediate,
                          signing_keyring=_signing_keyring(args), append=args.append, out=out)
     return 0
@@ -208,7 +214,7 @@ def cmd_replace_signature(args: argparse.Namespace) -> int:
                                          "An input signature file must be provided",
                                          "An output bundle must be provided", excess_at=2)
     access = _input_access(args)
-    b = access.open(_existing(source))
+    b = access.open(_reading(source))
     check = Keyring().with_path(args.signing_keyring) if args.signing_keyring else access.keyring
     bundle.replace_signature(b, sig, outbundle, keyring=check, out=out)
     return 0
@@ -225,11 +231,8 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     if ec_layout is None:
         raise UsageError(f"Unknown EC layout '{args.ec_layout}' (use {' or '.join(layouts)})")
     access = bundle_access(args, host_config(args), decrypt=False)
-    try:
-        b = access.open(_existing(source))
-        bundle.check_payload(b)
-    except RaucError as e:
-        raise e.prefixed("Failed to create bundle: ") from e
+    b = access.open(_reading(source))           # (RAUC prints the input's errors as they are)
+    bundle.check_payload(b)
     recipients = []
     for path in args.to:
         try:

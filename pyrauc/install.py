@@ -257,7 +257,6 @@ class _Installation:
         self.bundle = bundle
         if self.config.perform_pre_check and not bundle.detached and bundle.source is None:
             # the whole payload is authenticated before anything is mounted or written
-            logger.info("Verifying bundle payload... ")
             check_payload(bundle)
         testpoints.reach("checked-bundle")
         self.steps.done()

@@ -79,8 +79,7 @@ def test_refuses_non_crypt_bundle(tmp_path: Path, setup: Setup) -> None:
 def test_refuses_unverifiable_input(tmp_path: Path, setup: Setup, pki: Pki) -> None:
     to = write_pem_bundle(tmp_path / "to.pem", [setup.rsa.cert])
     res = pyrauc("encrypt", "--to", to, "--keyring", pki.other_keyring, setup.crypt, tmp_path / "out.raucb")
-    line = assert_one_error(res, "Failed to create bundle: ", prefix=True)
-    assert "signature" in line.lower()
+    assert_one_error(res, "signature verification failed: ", prefix=True)    # as rauc 1.8: no prefix
     assert_nothing_left(tmp_path, "out.raucb")
 
 
@@ -88,7 +87,7 @@ def test_refuses_encrypted_input(tmp_path: Path, setup: Setup) -> None:
     """An already encrypted bundle cannot be opened without a key (encrypt takes none)."""
     to = write_pem_bundle(tmp_path / "to.pem", [setup.rsa.cert])
     res = pyrauc("encrypt", "--to", to, "--keyring", setup.keyring, setup.encrypted, tmp_path / "out.raucb")
-    assert_one_error(res, "Failed to create bundle: Encrypted bundle detected", prefix=True)
+    assert_one_error(res, "Encrypted bundle detected", prefix=True)
     assert_nothing_left(tmp_path, "out.raucb")
 
 
