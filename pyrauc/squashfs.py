@@ -50,7 +50,20 @@ def mksquashfs(workdir: Path, output: Path, extra_args: str | None = None, keep_
             argv += shellwords.split(extra_args)
         except shellwords.ShellSplitError as e:
             raise BundleError(f"Failed to parse mksquashfs extra args: {e}") from None
-    _run(argv, "mksquashfs")
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    if proc.returncode != 0:
+        # RAUC's words, then what mksquashfs said first (RAUC lets all its output through, a usage
+        # text for a bad option; one line says what is wrong)
+        said = [line.strip() for line in (proc.stderr or proc.stdout).decode(errors="replace").splitlines()]
+        first = next((line for line in said if line), "")
+        raise BundleError(f"Failed to run mksquashfs: {_exit_text(proc.returncode)}" + (f" ({first})" if first else ""))
+
+
+def _exit_text(returncode: int) -> str:
+    """GLib's words for how a child process ended."""
+    if returncode < 0:
+        return f"Child process killed by signal {-returncode}"
+    return f"Child process exited with code {returncode}"
 
 
 def squashfs_size(path: Path, offset: int = 0) -> int:

@@ -274,7 +274,7 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
      "re:^Failed to create bundle: Failed to parse mksquashfs extra args: Text ended before matching quote"),
     ("bundle-mksquashfs-arg", ("bundle", "--cert={cert}", "--key={key}", "--mksquashfs-args=-frobnicate",
                                "{good_content}", "{out}/b.raucb"),
-     "re:^Failed to create bundle: mksquashfs failed: "),
+     "re:^Failed to create bundle: Failed to run mksquashfs: Child process exited with code 1 \\(.+\\)$"),
     ("bundle-untrusted", ("bundle", "--cert={cert}", "--key={key}", "--keyring={other_keyring}", "{good_content}",
                           "{out}/b.raucb"),
      "re:^Failed to create bundle: failed to sign manifest: signature verification failed: "),
