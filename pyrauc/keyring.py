@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,9 @@ class Keyring:
     no_check_time: bool = False
 
     def with_path(self, path: str | os.PathLike[str]) -> Keyring:
-        """This policy trusting the PEM file or OpenSSL hashed directory ``path`` instead."""
-        p = Path(path)
-        if p.is_dir():
-            return dataclasses.replace(self, path=None, directory=p)
-        return dataclasses.replace(self, path=p, directory=None)
+        """This policy with the PEM file ``path`` instead of its own (``--keyring``: as in RAUC a
+        file only, and system.conf's ``directory`` stays)."""
+        return dataclasses.replace(self, path=Path(path))
 
 
 class _VerifyFail(Exception):
@@ -128,9 +127,15 @@ def _split_pem(data: bytes, label: bytes) -> list[bytes]:
         pos = stop + len(end)
 
 
+_HASHED_NAME = re.compile(r"^[0-9a-f]{8}\.r?[0-9]+$")
+
+
 def _parse_store_file(data: bytes) -> tuple[list[x509.Certificate], list[x509.CertificateRevocationList]]:
+    """The certificates and CRLs of a PEM file; ValueError if it holds neither (OpenSSL refuses it)."""
     certs = x509.load_pem_x509_certificates(data) if b"-----BEGIN CERTIFICATE-----" in data else []
     crls = [x509.load_pem_x509_crl(block) for block in _split_pem(data, b"X509 CRL")]
+    if not certs and not crls:
+        raise ValueError("no certificate or CRL found")
     return certs, crls
 
 
@@ -158,7 +163,9 @@ def _load_store(keyring: Keyring) -> _Store:
             crls += r
         if keyring.directory is not None:
             for entry in sorted(Path(keyring.directory).iterdir()):
-                if not entry.is_file():
+                # OpenSSL's hashed directory: it looks up <subject hash>.<n> (certificates) and
+                # <hash>.r<n> (CRLs) by name, so files named otherwise are never used
+                if not _HASHED_NAME.match(entry.name) or not entry.is_file():
                     continue
                 try:
                     c, r = _parse_store_file(entry.read_bytes())

@@ -243,12 +243,26 @@ def test_keyring_errors(pki: Pki, tmp_path: Path) -> None:
 
 
 def test_keyring_directory(pki: Pki, tmp_path: Path) -> None:
+    """OpenSSL's hashed directory: only files named <hash>.<n> are looked up."""
     d = tmp_path / "certs"
     d.mkdir()
     write_pem_bundle(d / "a.pem", [pki.other_root.cert])
-    write_pem_bundle(d / "b.0", [pki.root.cert])
+    write_pem_bundle(d / "0badc0de.0", [pki.root.cert])
+    (d / "0badc0df.0").write_text("not a cert\n")
     (d / "junk.txt").write_text("not a cert\n")
     assert sig.cms_verify(sign(pki.signer), Keyring(directory=d)).chain[-1] == pki.root.cert
+    (d / "0badc0de.0").rename(d / "root.pem")           # not a name OpenSSL looks up
+    assert verify_error(sign(pki.signer), Keyring(directory=d)) == \
+        "signature verification failed: Verify error: unable to get local issuer certificate"
+
+
+def test_keyring_file_without_certificates(pki: Pki, tmp_path: Path) -> None:
+    """A keyring file with no certificate (a key, say) cannot be loaded, as in OpenSSL."""
+    with pytest.raises(SignatureError) as exc:
+        sig.cms_verify(sign(pki.signer), Keyring(path=pki.root.key_path))
+    assert str(exc.value) == f"failed to load CA file '{pki.root.key_path}' and/or directory '(null)'"
+    with pytest.raises(SignatureError, match="^failed to load CA file '.*' and/or directory"):
+        sig.cms_verify(sign(pki.signer), Keyring().with_path(tmp_path))     # --keyring takes a file
 
 
 def test_signer_count(pki: Pki) -> None:
