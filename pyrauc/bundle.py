@@ -299,8 +299,15 @@ def _make_squashfs(manifest: Manifest, contentdir: Path, workdir: Path, output: 
         shutil.rmtree(late, ignore_errors=True)
 
 
-def _load_signer(cert: str, key: str) -> tuple[x509.Certificate, keys.PrivateKey]:
-    return keys.load_cert(cert), keys.load_private_key(key)
+def _load_signer(cert: str, key: str, intermediates: Sequence[str], what: str
+                 ) -> tuple[x509.Certificate, keys.PrivateKey, list[x509.Certificate]]:
+    """The signer's certificate and key, and the intermediates, loaded before any work is done;
+    errors as RAUC reports them when it signs ("failed to sign manifest: ...", or bundle)."""
+    try:
+        return (keys.load_cert(cert), keys.load_private_key(key),
+                [c for path in intermediates for c in keys.load_certs(path)])
+    except RaucError as e:
+        raise e.prefixed(f"failed to sign {what}: ") from e
 
 
 def _sign(manifest_data: bytes | None, signer: tuple[x509.Certificate, keys.PrivateKey],
@@ -375,8 +382,8 @@ def _create_bundle(contentdir: Path, bundle: Path, cert: str, key: str, intermed
         raise BundleError(f"bundle {bundle} already exists")
     manifest = Manifest.load(contentdir / "manifest.raucm")
     manifest.check_input()
-    signer_cert, signer_key = _load_signer(cert, key)
-    inter_certs = [c for path in intermediates for c in keys.load_certs(path)]
+    signer_cert, signer_key, inter_certs = _load_signer(
+        cert, key, intermediates, "bundle" if manifest.bundle_format == "plain" else "manifest")
     if not manifest.format_explicit:
         logger.warning("WARNING: The manifest does not specify a bundle format, defaulting to 'plain'.")
         logger.warning("  We recommend using the 'verity' format instead, if possible.")
@@ -745,8 +752,8 @@ def resign_bundle(
     try:
         check_payload(inbundle)
         out(f"Resigning '{inbundle.format}' format bundle")
-        signer_cert, signer_key = _load_signer(cert, key)
-        inter_certs = [c for path in intermediates for c in keys.load_certs(path)]
+        signer_cert, signer_key, inter_certs = _load_signer(cert, key, intermediates,
+                                                            "bundle" if inbundle.detached else "manifest")
         with _new_output(outpath) as tmp:
             _copy_range(inbundle.path, tmp, inbundle.size)
             if append:

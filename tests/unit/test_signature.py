@@ -261,7 +261,7 @@ def test_keyring_file_without_certificates(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(SignatureError) as exc:
         sig.cms_verify(sign(pki.signer), Keyring(path=pki.root.key_path))
     assert str(exc.value) == f"failed to load CA file '{pki.root.key_path}' and/or directory '(null)'"
-    with pytest.raises(SignatureError, match="^failed to load CA file '.*' and/or directory"):
+    with pytest.raises(SignatureError, match=r"^failed to load CA file '.*' and/or directory"):
         sig.cms_verify(sign(pki.signer), Keyring().with_path(tmp_path))     # --keyring takes a file
 
 
