@@ -539,8 +539,9 @@ def read_framing(path: Path, max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZ
         raise BundleError(f"No such file: {path}") from None
     if not path.is_file():
         raise BundleError("Invalid bundle format: Bundle is not a regular file")
-    if st.st_size < 8:
-        raise BundleError("Invalid bundle format: Bundle is too small to hold a signature size")
+    if st.st_size < 8:          # RAUC seeks to 8 bytes before the end: GLib's words for EINVAL
+        raise BundleError("Invalid bundle format: Failed to seek to end of bundle: Error seeking in file: "
+                          "Invalid argument")
     with open(path, "rb") as f:
         f.seek(st.st_size - 8)
         sigsize = int.from_bytes(f.read(8), "big")
@@ -552,6 +553,10 @@ def read_framing(path: Path, max_signature_size: int = DEFAULT_MAX_SIGNATURE_SIZ
             raise BundleError(f"Invalid bundle format: Signature size ({sigsize}) exceeds "
                               f"max-bundle-signature-size ({max_signature_size})")
         payload_size = st.st_size - 8 - sigsize
+        if payload_size % 4096:
+            logger.info(f"Payload size ({payload_size}) is not a multiple of 4KiB. See "
+                        "https://rauc.readthedocs.io/en/latest/faq.html"
+                        "#what-causes-a-payload-size-that-is-not-a-multiple-of-4kib")
         f.seek(payload_size)
         cms = f.read(sigsize)
     return payload_size, cms
