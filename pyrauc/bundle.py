@@ -721,8 +721,6 @@ def extract_signature(bundle: Bundle, output: Path | str) -> None:
     output = Path(output)
     try:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise BundleError(f"Failed to extract signature: output file '{output}' exists already") from None
     except OSError as e:
         raise BundleError("Failed to extract signature: failed to create file to store signature: "
                           + _open_error(output, e)) from None
@@ -792,8 +790,8 @@ def replace_signature(
     try:
         newsig = Path(signature_path).read_bytes()
     except OSError as e:
-        raise BundleError(f"Failed to replace signature: failed to read {signature_path}: "
-                          f"{e.strerror}") from e
+        raise BundleError("Failed to replace signature: failed to read signature file: "     # GLib's words
+                          f"Failed to open file \u201c{signature_path}\u201d: {e.strerror}") from e
     try:
         check_payload(inbundle)
         out(f"Replacing signature for '{inbundle.format} format bundle")
