@@ -788,13 +788,13 @@ def replace_signature(
     """Replace the CMS of ``inbundle`` by the DER file ``signature_path`` and check the result."""
     outpath = Path(outpath)
     try:
-        newsig = Path(signature_path).read_bytes()
-    except OSError as e:
-        raise BundleError("Failed to replace signature: failed to read signature file: "     # GLib's words
-                          f"Failed to open file \u201c{signature_path}\u201d: {e.strerror}") from e
-    try:
         check_payload(inbundle)
         out(f"Replacing signature for '{inbundle.format} format bundle")
+        try:
+            newsig = Path(signature_path).read_bytes()
+        except OSError as e:
+            raise BundleError("failed to read signature file: "     # GLib's words
+                              f"Failed to open file \u201c{signature_path}\u201d: {e.strerror}") from e
         with _new_output(outpath) as tmp:
             _copy_range(inbundle.path, tmp, inbundle.size)
             cms = newsig

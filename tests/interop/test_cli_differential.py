@@ -72,9 +72,27 @@ def tools(tmp_path_factory: pytest.TempPathFactory, rauc_bin: str, pki: Pki) -> 
     bundle = d / "b.raucb"
     subprocess.run([rauc_bin, "bundle", "--cert", str(pki.signer_direct.cert_path), "--key",
                     str(pki.signer_direct.key_path), str(content), str(bundle)], check=True, capture_output=True)
-    return Tools(rauc_bin, exe, d, {"conf": str(conf), "bundle": str(bundle), "keyring": str(pki.keyring),
-                                    "cert": str(pki.signer_direct.cert_path),
-                                    "key": str(pki.signer_direct.key_path), "content": str(content)})
+    subst = {"conf": str(conf), "bundle": str(bundle), "keyring": str(pki.keyring),
+             "cert": str(pki.signer_direct.cert_path), "key": str(pki.signer_direct.key_path),
+             "content": str(content), "other_keyring": str(pki.other_keyring), "dir": str(d)}
+    # broken system.conf files, a keyring directory without hashed names, a tiny bundle
+    for name, text in (("conf_key", "[system]\ncompatible=x\nbootloader=noop\nfoo=1\n"),
+                       ("conf_nocompat", "[system]\nbootloader=noop\n"),
+                       ("conf_syntax", "[system\ncompatible=x\n"),
+                       ("conf_bootloader", "[system]\ncompatible=x\nbootloader=lilo\n"),
+                       ("conf_nodevice", "[system]\ncompatible=x\nbootloader=noop\n[slot.rootfs.0]\ntype=ext4\n")):
+        (d / f"{name}.conf").write_text(text)
+        subst[name] = str(d / f"{name}.conf")
+    ring_dir = d / "ring"
+    ring_dir.mkdir()
+    (ring_dir / "root.pem").write_bytes(pki.keyring.read_bytes())
+    (d / "ring.conf").write_text(f"[system]\ncompatible=x\nbootloader=noop\n[keyring]\ndirectory={ring_dir}\n")
+    subst.update(ring_conf=str(d / "ring.conf"), ring_dir=str(ring_dir))
+    (d / "tiny.raucb").write_bytes(b"tiny")
+    subst["tiny"] = str(d / "tiny.raucb")
+    (d / "exists.cms").write_bytes(b"")
+    subst["exists"] = str(d / "exists.cms")
+    return Tools(rauc_bin, exe, d, subst)
 
 
 def _collapse(line: str) -> str:
@@ -155,7 +173,25 @@ PLACEMENT = [
      case("info", "--", "-x"), case("info", "--", "/a", "/b"), case("info", "/a", "--", "/b")]
 
 
-@pytest.mark.parametrize("c", HELP + USAGE + ARGUMENTS + PLACEMENT, ids=lambda c: " ".join(c.argv) or "(none)")
+# bad input: the error line ---------------------------------------------------------------------
+ERRORS = [
+    case("-c", "{conf_key}", "info", "{bundle}"), case("-c", "{conf_nocompat}", "info", "{bundle}"),
+    case("-c", "{conf_syntax}", "info", "{bundle}"), case("-c", "{conf_bootloader}", "info", "{bundle}"),
+    case("-c", "{conf_nodevice}", "info", "{bundle}"),
+    case("-c", "{ring_conf}", "info", "{bundle}"),             # only <hash>.<n> files are looked up
+    case("info", "--keyring={ring_dir}", "{bundle}"),         # --keyring takes a file
+    case("info", "--keyring={key}", "{bundle}"),              # a file without certificates
+    case("info", "--keyring={keyring}", "{tiny}"),
+    case("encrypt", "--to={cert}", "--keyring={other_keyring}", "{bundle}", "{dir}/e.raucb"),
+    case("encrypt", "--to={cert}", "{bundle}", "{dir}/e.raucb"),
+    case("extract-signature", "--keyring={keyring}", "{bundle}", "{exists}"),
+    case("replace-signature", "--keyring={keyring}", "{bundle}", "{dir}/none.der", "{dir}/r.raucb",
+         differs="stdout: 1.8 says 'Reading bundle in ...', current RAUC 'Replacing signature for ...'"),
+]
+
+
+@pytest.mark.parametrize("c", HELP + USAGE + ARGUMENTS + PLACEMENT + ERRORS,
+                         ids=lambda c: " ".join(c.argv) or "(none)")
 def test_same_as_rauc_1_8(c: Case, tools: Tools) -> None:
     want = tools.run("rauc", c.argv)
     got = tools.run("pyrauc", c.argv)
