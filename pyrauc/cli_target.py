@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyrauc import info
 from pyrauc.cli_common import Command, err, positionals, system_config
 from pyrauc.errors import RaucError
 from pyrauc.goption import Option
@@ -177,6 +176,9 @@ def format_status(s: SystemReport, output_format: str, detailed: bool) -> str:
         return format_readable(s, detailed)
     if output_format == "shell":
         return format_shell(s, detailed)
+    # json-glib's style; imported here, not at start-up (it brings the manifest parser)
+    from pyrauc import info
+
     if output_format == "json":
         return info.json_glib(status_dict(s, detailed)) + "\n"
     return info.json_glib_pretty(status_dict(s, detailed), empty=info.JSON_PRETTY_EMPTY) + "\n"
