@@ -24,13 +24,21 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(argv: Sequence[str], what: str, pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess[bytes]:
-    proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, check=False,
+def _call(argv: Sequence[str], pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, check=False,
                           pass_fds=tuple(pass_fds))
+
+
+def _said(proc: subprocess.CompletedProcess[bytes]) -> list[str]:
+    """The lines of the tool's output (stderr, else stdout), without leading and trailing blank space."""
+    return (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
+
+
+def _run(argv: Sequence[str], what: str, pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess[bytes]:
+    proc = _call(argv, pass_fds)
     if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
-        last = detail[-1] if detail else f"exit code {proc.returncode}"
-        raise BundleError(f"{what} failed: {last}")
+        said = _said(proc)
+        raise BundleError(f"{what} failed: {said[-1] if said else f'exit code {proc.returncode}'}")
     return proc
 
 
@@ -50,12 +58,11 @@ def mksquashfs(workdir: Path, output: Path, extra_args: str | None = None, keep_
             argv += shellwords.split(extra_args)
         except shellwords.ShellSplitError as e:
             raise BundleError(f"Failed to parse mksquashfs extra args: {e}") from None
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    proc = _call(argv)
     if proc.returncode != 0:
         # RAUC's words, then what mksquashfs said first (RAUC lets all its output through, a usage
         # text for a bad option; one line says what is wrong)
-        said = [line.strip() for line in (proc.stderr or proc.stdout).decode(errors="replace").splitlines()]
-        first = next((line for line in said if line), "")
+        first = next((line.strip() for line in _said(proc) if line.strip()), "")
         raise BundleError(f"Failed to run mksquashfs: {_exit_text(proc.returncode)}" + (f" ({first})" if first else ""))
 
 
