@@ -10,6 +10,7 @@ fsync, rename, fsync of the directory). A slot that is not mounted yet is mounte
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from pyrauc.config import SystemConfig
 from pyrauc.errors import KeyFileError, RaucError
 from pyrauc.keyfile import KeyFile
 from pyrauc.slots import Slot
+
+log = logging.getLogger("pyrauc")
 
 PER_SLOT_FILENAME = "slot.raucs"
 
@@ -215,6 +218,11 @@ def save_slot_status(config: SystemConfig, slot: Slot, st: SlotStatus, pause_poi
         kf = load_central(config)
         st.to_keyfile(kf, f"slot.{slot.name}")
         save_central(config, kf, pause_point)
+        return
+    if not slot.mountable and slot.mount_point is None and mount.find_mount_point(slot.device) is None:
+        # as RAUC: a raw slot (a kernel, a bootloader, a read-only image) has no file system to
+        # keep /slot.raucs in, and installing or marking it is no error for that
+        log.debug("Slot %s is not mountable: its status is not saved", slot.name)
         return
     with _slot_mounted(config, slot, readonly=False) as mnt:
         kf = KeyFile()

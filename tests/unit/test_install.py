@@ -177,6 +177,24 @@ def test_install_raw_into_loop_slot(target: Target) -> None:
     assert not st.has_group("slot.rootfs.0")
 
 
+def test_per_slot_status_skips_raw_slots(target: Target) -> None:
+    """Without data-directory (per-slot status, RAUC's default) a raw slot has no file system for
+    its /slot.raucs: RAUC installs it (and marks it active) without recording a status; an install
+    that reported failure after activating the slot would make an update client retry forever."""
+    text = target.conf.read_text()
+    target.conf.write_text("".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith("data-directory=")))
+    data = os.urandom(1 << 16)
+    bundle = make_bundle(target, "raw", {"rootfs": ("rootfs.img", data)})
+    proc = install(target, bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"Installing `{bundle}` succeeded"
+    assert "not mountable" not in proc.stdout + proc.stderr
+    assert target.slot1.read_bytes()[:len(data)] == data
+    assert not (target.dir / "data").exists()
+    marked = pyrauc("-c", target.conf, "status", "--override-boot-slot", "A", "mark-active", "other")
+    assert marked.returncode == 0, marked.stdout + marked.stderr
+
+
 def test_install_same_skip_and_transaction(target: Target) -> None:
     write_conf(target, slot1="install-same=false")
     bundle = make_bundle(target, "raw", {"rootfs": ("rootfs.img", b"r" * 65536)})
