@@ -278,6 +278,12 @@ def cmd_write_slot(args: argparse.Namespace) -> int:
     if itype is None:
         err(f"Unable to map extension of file '{image}' to known image type")
         return 1
+    try:
+        with open(image, "rb"):
+            pass
+    except OSError as e:
+        err(f"Error opening file {image}: {e.strerror}")
+        return 1
     info = slot_info(slot)
     job = handlers.ImageJob(image=_WriteImage(os.path.basename(image)), path=Path(image),
                             slot=info, image_type=itype)
@@ -287,7 +293,7 @@ def cmd_write_slot(args: argparse.Namespace) -> int:
         handlers.install_image(job, handlers.HandlerEnv(mountprefix=mountprefix, bundle_mount=Path("/")),
                                method=method)
     except RaucError as e:
-        err(f"Failed to write slot: {e}")
+        err(str(e))     # bare, as RAUC prints the handler's error
         return 1
     print("Slot written successfully", flush=True)
     return 0

@@ -209,7 +209,7 @@ def copy_workers() -> int:
 
 def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
                progress: Progress | None = None, offset: int = 0, limit: int | None = None,
-               workers: int | None = None) -> None:
+               workers: int | None = None, exclusive: bool = True) -> None:
     """Copy ``src`` to ``dst`` at ``offset`` (no truncation), then fsync.
 
     Chunks are copied by ``workers`` threads at once: a squashfs file on dm-verity (and dm-crypt)
@@ -221,6 +221,9 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
     read; write-slot): the kernel moves each chunk (``splice``), so no byte of the image passes
     through this process's memory.
     ``limit`` bounds the bytes that may be written (a region half of a boot-gpt-switch slot).
+    ``exclusive``: a block device is opened with ``O_EXCL``, as RAUC opens a slot device, so that a
+    device that is mounted or otherwise claimed (swap, md, dm) is refused with EBUSY before the first
+    byte (not for a region of a whole disk whose other partitions are in use).
     Size problems are found before the first byte is written.
     """
     expected = sha256.lower() if sha256 is not None else None
@@ -235,7 +238,10 @@ def copy_image(src: Path, dst: str, *, size: int | None, sha256: str | None,
             raise InstallError(f"Image {src.name} has {total} bytes, manifest says {size}")
         if limit is not None and total > limit:
             raise InstallError(f"Image {src.name} is larger than the space on {dst} ({limit} bytes)")
-        fd = os.open(dst, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(dst, os.O_WRONLY | os.O_CLOEXEC | (os.O_EXCL if exclusive else 0))
+        except OSError as exc:
+            raise InstallError(f"Opening output device {dst} failed: {exc.strerror}") from exc
         try:
             if expected is None and stat.S_ISREG(st.st_mode):
                 _copy_in_kernel(fin, fd, src.name, total, offset, workers or copy_workers(), progress)
@@ -480,7 +486,7 @@ def install_image(job: ImageJob, henv: HandlerEnv, *, progress: Progress | None 
     elif switch is not None:
         gpt.clear_half(switch)
         copy_image(job.path, switch.device, size=job.image.size, sha256=_check_digest(job), progress=progress,
-                   offset=switch.target_start, limit=switch.half_size)
+                   offset=switch.target_start, limit=switch.half_size, exclusive=False)
         gpt.switch_partition(switch)
     else:
         raise InstallError(f"unknown handler method '{method}'")

@@ -146,13 +146,15 @@ def test_write_slot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     big = tmp_path / "big.img"
     big.write_bytes(b"y" * 32768)
     rc, _, err = run(["write-slot", "-c", str(conf), "efi.1", str(big)], capsys)
-    assert rc == 1 and err.startswith("Failed to write slot: Image size (32768 bytes) exceeds size of slot")
+    assert rc == 1 and err.startswith("Image size (32768 bytes) exceeds size of slot")
     rc, _, err = run(["write-slot", "-c", str(conf), "rootfs.1", str(image)], capsys)
     assert err == "Reject writing to readonly slot\n"
     rc, _, err = run(["write-slot", "-c", str(conf), "foo.0", str(image)], capsys)
     assert err.startswith("No matching slot found for given slot name 'foo.0'.\nAvailable slots:\n")
     rc, _, err = run(["write-slot", "-c", str(conf), "efi.1", str(tmp_path / "x.unknown")], capsys)
     assert err == f"Unable to map extension of file '{tmp_path / 'x.unknown'}' to known image type\n"
+    rc, _, err = run(["write-slot", "-c", str(conf), "efi.1", str(tmp_path / "nope.img")], capsys)
+    assert (rc, err) == (1, f"Error opening file {tmp_path / 'nope.img'}: No such file or directory\n")
 
 
 def test_main_cli(tmp_path: Path, efi: Path) -> None:

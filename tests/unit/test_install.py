@@ -195,6 +195,27 @@ def test_per_slot_status_skips_raw_slots(target: Target) -> None:
     assert marked.returncode == 0, marked.stdout + marked.stderr
 
 
+def test_write_slot_refuses_a_mounted_device(target: Target) -> None:
+    """A slot device that is in use (here: mounted) is opened exclusively and refused, as RAUC does,
+    before a byte is written; unmounted, the same command writes it."""
+    subprocess.run(["mkfs.ext4", "-q", "-F", target.slot1_dev], check=True)
+    image = target.dir / "new.img"
+    image.write_bytes(b"n" * 8192)
+    mnt = target.dir / "m"
+    mnt.mkdir()
+    subprocess.run(["mount", target.slot1_dev, mnt], check=True)
+    try:
+        proc = pyrauc("-c", target.conf, "write-slot", "rootfs.1", image)
+    finally:
+        subprocess.run(["umount", mnt], check=True)
+    assert (proc.returncode, proc.stdout) == (1, ""), proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"Opening output device {target.slot1_dev} failed: Device or resource busy"
+    assert b"nnnn" not in target.slot1.read_bytes()[:8192]       # (mounting changed the superblock)
+    proc = pyrauc("-c", target.conf, "write-slot", "rootfs.1", image)
+    assert (proc.returncode, proc.stdout) == (0, "Slot written successfully\n"), proc.stderr
+    assert target.slot1.read_bytes()[:8192] == b"n" * 8192
+
+
 def test_install_same_skip_and_transaction(target: Target) -> None:
     write_conf(target, slot1="install-same=false")
     bundle = make_bundle(target, "raw", {"rootfs": ("rootfs.img", b"r" * 65536)})
