@@ -44,7 +44,7 @@ def _context(args: argparse.Namespace, config: SystemConfig) -> Context:
 def _mark_run(ctx: Context, state: str, identifier: str) -> str:
     from pyrauc.mark import mark_run
 
-    return mark_run(ctx, state, identifier)
+    return mark_run(ctx, state, identifier)[1]
 
 
 def _report(ctx: Context, detailed: bool) -> SystemReport:

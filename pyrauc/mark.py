@@ -9,6 +9,8 @@ event log (:mod:`pyrauc.eventlog`).
 
 A refusal of the bootloader is a :class:`MarkError` carrying the backend's message; each caller
 adds its context ("failed to activate slot rootfs.1: ...", "Failed to mark slot active: ...").
+The slot names and messages are current RAUC's (rauc-dbus.md, ``Mark``): rauc 1.8 said "marked
+slot X as good" and "activated slot X", and found a child slot's name as well.
 """
 
 from __future__ import annotations
@@ -68,39 +70,50 @@ def mark_active(context: Context, slot: Slot) -> None:
         context.event_log.emit(eventlog.marked(slot.name, slot.bootname, "active", bundle_hash))
 
 
-def target_slot(context: Context, identifier: str) -> Slot:
-    """The boot slot ``booted``, ``other`` or a slot name stands for (a child stands for its root)."""
-    slot = resolve_identifier(context.slots, context.booted, identifier)
-    if slot.bootname is None and slot.parent is not None:
-        slot = slot.root
-    return slot
+def target_slots(context: Context, identifier: str) -> list[Slot]:
+    """The boot slots ``booted``, ``other`` or a slot name stands for (RAUC's errors otherwise)."""
+    return resolve_identifier(context.slots, context.booted, identifier)
 
 
-def mark_run(context: Context, state: str, identifier: str) -> str:
-    """``rauc status mark-good|mark-bad|mark-active [booted|other|SLOT]``; RAUC's message.
+def mark_run(context: Context, state: str, identifier: str) -> tuple[list[Slot], str]:
+    """``rauc status mark-good|mark-bad|mark-active [booted|other|SLOT]``: the slots marked and
+    current RAUC's message ("marked slot(s) rootfs.1 as active").
 
-    A child slot stands for its root (boot) slot. Errors are RaucErrors ("failed to mark slot X as
-    good: ..."); a status update that fails after activation is only logged as a warning.
+    ``other`` may stand for several slots (A/B/C): all are marked bad; good and active refuse
+    ("cannot mark multiple slots as good", "cannot activate multiple slots"). Errors are
+    RaucErrors ("Failed marking slot X as good:  ..." with RAUC's two spaces); a status update that
+    fails after activation is only logged as a warning.
     """
-    slot = target_slot(context, identifier)
+    slots = target_slots(context, identifier)
     if state == MARK_ACTIVE:
+        if len(slots) > 1:
+            raise RaucError("cannot activate multiple slots")
+        slot = slots[0]
         try:
             mark_active(context, slot)
         except MarkError as exc:
             raise exc.prefixed(f"failed to activate slot {slot.name}: ") from exc
         except (RaucError, OSError) as exc:
             log.warning("Failed to update status of slot %s: %s", slot.name, exc)
-        return f"activated slot {slot.name}"
+        return slots, _marked(slots, "active")
     good = state == MARK_GOOD
     word = "good" if good else "bad"
-    try:
-        (mark_good if good else mark_bad)(context, slot)
-    except MarkError as exc:
-        raise exc.prefixed(f"failed to mark slot {slot.name} as {word}: ") from exc
+    if good and len(slots) > 1:
+        raise RaucError("cannot mark multiple slots as good")
+    for slot in slots:
+        try:
+            (mark_good if good else mark_bad)(context, slot)
+        except MarkError as exc:
+            raise exc.prefixed(f"Failed marking slot {slot.name} as {word}:  ") from exc
     if good and context.config.prevent_late_fallback and context.booted is not None \
-            and slot is context.booted.root:
-        _prevent_late_fallback(context, slot)
-    return f"marked slot {slot.name} as {word}"
+            and slots[0] is context.booted.root:
+        _prevent_late_fallback(context, slots[0])
+    return slots, _marked(slots, word)
+
+
+def _marked(slots: list[Slot], state: str) -> str:
+    """RAUC's (1.14+) message for a successful mark."""
+    return f"marked slot(s) {' '.join(s.name for s in slots)} as {state}"
 
 
 def _prevent_late_fallback(context: Context, booted: Slot) -> None:
@@ -110,6 +123,6 @@ def _prevent_late_fallback(context: Context, booted: Slot) -> None:
         try:
             mark_bad(context, other)
         except MarkError as exc:
-            raise exc.prefixed(f"failed to mark slot {other.name} as bad: ") from exc
+            raise exc.prefixed(f"Failed marking slot {other.name} as bad:  ") from exc
         log.info("Marked slot %s as bad (prevent-late-fallback)", other.name)
 

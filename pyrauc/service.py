@@ -65,7 +65,7 @@ from pyrauc.config import SystemConfig
 from pyrauc.context import Context, create_context, update_mount_points
 from pyrauc.errors import RaucError
 from pyrauc.eventlog import EventLog
-from pyrauc.mark import MARK_ACTIVE, MARK_BAD, MARK_GOOD, mark_run, target_slot
+from pyrauc.mark import MARK_ACTIVE, MARK_BAD, MARK_GOOD, mark_run
 from pyrauc.slots import EXTERNAL
 from pyrauc.stream import StreamOptions
 
@@ -243,13 +243,12 @@ class Installer(ServiceInterface):
             if state not in MARK_STATES:
                 raise RaucError(f"unknown subcommand {state}")
             self._refresh()
-            slot = target_slot(self.ctx, slot_identifier)
-            message = mark_run(self.ctx, MARK_STATES[state], slot_identifier)
+            slots, message = mark_run(self.ctx, MARK_STATES[state], slot_identifier)
         except RaucError as e:
             log.info("rauc mark: %s", e)
             raise failed(str(e)) from e
         log.info("rauc mark: %s", message)
-        return [slot.name, message]
+        return [" ".join(slot.name for slot in slots), message]
 
     @dbus_method()
     def GetSlotStatus(self) -> SlotStatusArray:

@@ -169,22 +169,28 @@ def other_boot_slots(slots: dict[str, Slot], booted: Slot) -> list[Slot]:
             and s is not booted and s.bootname is not None]
 
 
-def resolve_identifier(slots: dict[str, Slot], booted: Slot | None, identifier: str) -> Slot:
-    """``booted``, ``other`` or a slot name -> slot (used by ``rauc status mark-*``)."""
+def resolve_identifier(slots: dict[str, Slot], booted: Slot | None, identifier: str) -> list[Slot]:
+    """The boot slots ``booted``, ``other`` or a slot name stands for (``rauc status mark-*``, D-Bus
+    ``Mark``), with RAUC's errors. ``other`` is every boot slot of the booted slot's class but the
+    booted one (several on an A/B/C system); a name is ``<class>.<index>`` of a slot without parent
+    (a child slot is no boot slot), and it needs a bootname."""
     if identifier == "booted":
         if booted is None:
             raise SlotError("Did not find booted slot")
-        return booted
+        return [booted]
     if identifier == "other":
         if booted is None:
-            raise SlotError("Did not find booted slot")
+            raise SlotError("Did not find booted slot needed to find another bootable slot of the same class")
         others = other_boot_slots(slots, booted.root)
         if not others:
-            raise SlotError("No other bootable slot found")
-        if len(others) > 1:
-            raise SlotError("Multiple other bootable slots found, use the slot name instead")
-        return others[0]
+            raise SlotError("No other bootable slot of the same class found")
+        return others
+    parts = identifier.split(".")
+    if len(parts) != 2:
+        raise SlotError(f"Invalid slot name format: '{identifier}'")
     slot = slots.get(identifier)
-    if slot is None:
-        raise SlotError(f"No slot with name '{identifier}' found")
-    return slot
+    if slot is None or slot.parent is not None or slot.sclass != parts[0]:
+        raise SlotError(f"No slot with class {parts[0]} and name {identifier} found")
+    if slot.bootname is None:
+        raise SlotError(f"Slot {identifier} has no bootname set")
+    return [slot]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,7 +114,9 @@ def test_pyrauc_client_drives_debian_service(dut: RaucTargetDriver, labhost: Lab
     assert got["compatible"] == "pyrauc-qemux86-64" and got["booted"] == booted
     assert {next(iter(s)) for s in got["slots"]} == {"rootfs.0", "rootfs.1"}
     marked = _host_pyrauc(forwarded_bus, "status", "mark-good")
-    assert marked.returncode == 0 and marked.stdout.startswith("rauc status: marked slot rootfs."), marked.stderr
+    # "marked slot(s) rootfs.N as good" (current RAUC; rauc 1.8: "marked slot rootfs.N as good")
+    assert marked.returncode == 0 and re.match(r"rauc status: marked slot(\(s\))? rootfs\.\d as good$",
+                                               marked.stdout), marked.stdout + marked.stderr
     # the bundle path must exist for the client (here) and for the service (there): the same path on both
     image = _image(labhost.work / "dbg.ext4", 16)
     bundle = _bundle(labhost, "dbg", "verity", image)

@@ -94,20 +94,28 @@ def test_status_readable_and_json(tmp_path: Path, efi: Path, capsys: pytest.Capt
 def test_mark(tmp_path: Path, efi: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conf = write_conf(tmp_path)
     rc, out, _ = run(["status", "mark-active", "other", "-c", str(conf)], capsys)
-    assert (rc, out) == (0, "rauc status: activated slot efi.0\n")
+    assert (rc, out) == (0, "rauc status: marked slot(s) efi.0 as active\n")
     assert json.loads(efi.read_text())["next"] == "0001"
     kf = KeyFile.load(tmp_path / "data" / "central.raucs")
     assert kf.get_string("slot.efi.0", "activated.count") == "1"
     rc, out, _ = run(["status", "mark-bad", "-c", str(conf)], capsys)
-    assert (rc, out) == (0, "rauc status: marked slot efi.1 as bad\n")
+    assert (rc, out) == (0, "rauc status: marked slot(s) efi.1 as bad\n")
     assert json.loads(efi.read_text())["order"] == ["0001"]
     rc, out, _ = run(["status", "mark-good", "booted", "-c", str(conf)], capsys)
-    assert (rc, out) == (0, "rauc status: marked slot efi.1 as good\n")
+    assert (rc, out) == (0, "rauc status: marked slot(s) efi.1 as good\n")
     assert json.loads(efi.read_text())["order"] == ["0002", "0001"]
-    rc, out, _ = run(["status", "mark-good", "rootfs.0", "-c", str(conf)], capsys)
-    assert out == "rauc status: marked slot efi.0 as good\n"
+    rc, out, _ = run(["status", "mark-good", "efi.0", "-c", str(conf)], capsys)
+    assert (rc, out) == (0, "rauc status: marked slot(s) efi.0 as good\n")
+    # a child slot is no boot slot: RAUC does not find it (pyrauc marked its parent before)
+    before = json.loads(efi.read_text())
+    rc, _, err = run(["status", "mark-active", "rootfs.0", "-c", str(conf)], capsys)
+    assert (rc, err) == (1, "rauc mark: No slot with class rootfs and name rootfs.0 found\n")
+    after = json.loads(efi.read_text())
+    assert (after["order"], after.get("next")) == (before["order"], before.get("next"))
     rc, _, err = run(["status", "mark-good", "nope.0", "-c", str(conf)], capsys)
-    assert rc == 1 and err.startswith("rauc mark: ")
+    assert (rc, err) == (1, "rauc mark: No slot with class nope and name nope.0 found\n")
+    rc, _, err = run(["status", "mark-good", "nope", "-c", str(conf)], capsys)
+    assert (rc, err) == (1, "rauc mark: Invalid slot name format: 'nope'\n")
 
 
 def test_prevent_late_fallback(tmp_path: Path, efi: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,7 +124,7 @@ def test_prevent_late_fallback(tmp_path: Path, efi: Path, capsys: pytest.Capture
     rc, out, _ = run(["status", "mark-good", "-c", str(conf)], capsys)
     assert rc == 0 and json.loads(efi.read_text())["order"] == ["0002", "0001"]     # default: A stays
     rc, out, err = run(["status", "mark-good", "-c", str(conf), "-C", "system:prevent-late-fallback=true"], capsys)
-    assert (rc, out) == (0, "rauc status: marked slot efi.1 as good\n"), err
+    assert (rc, out) == (0, "rauc status: marked slot(s) efi.1 as good\n"), err
     assert json.loads(efi.read_text())["order"] == ["0002"]                         # efi.0 is out
     rc, out, _ = run(["status", "mark-good", "other", "-c", str(conf), "-C", "system:prevent-late-fallback=true"],
                      capsys)

@@ -256,9 +256,9 @@ def test_methods(env: Env) -> None:
     assert slots["rootfs.0"] == {"class": "rootfs", "device": str(env.target.slot0), "type": "raw", "bootname": "A",
                                  "state": "booted", "boot-status": "good"}
     assert slots["rootfs.1"]["state"] == "inactive"
-    assert c.ok("Mark", "ss", "active", "other") == ["rootfs.1", "activated slot rootfs.1"]
-    assert c.ok("Mark", "ss", "good", "booted") == ["rootfs.0", "marked slot rootfs.0 as good"]
-    assert c.ok("Mark", "ss", "bad", "rootfs.1") == ["rootfs.1", "marked slot rootfs.1 as bad"]
+    assert c.ok("Mark", "ss", "active", "other") == ["rootfs.1", "marked slot(s) rootfs.1 as active"]
+    assert c.ok("Mark", "ss", "good", "booted") == ["rootfs.0", "marked slot(s) rootfs.0 as good"]
+    assert c.ok("Mark", "ss", "bad", "rootfs.1") == ["rootfs.1", "marked slot(s) rootfs.1 as bad"]
     status = dict(c.ok("GetSlotStatus")[0])["rootfs.1"]
     assert status["activated.count"] == 1 and status["activated.timestamp"].endswith("Z")
     assert c.ok("GetPrimary") == [""]           # the noop backend knows no primary
@@ -280,7 +280,7 @@ def test_idle_service_leaves_the_crypto_libraries_unloaded(env: Env) -> None:
     pid = env.service.proc.pid
     c = env.client
     c.ok("GetSlotStatus")
-    assert c.ok("Mark", "ss", "good", "booted") == ["rootfs.0", "marked slot rootfs.0 as good"]
+    assert c.ok("Mark", "ss", "good", "booted") == ["rootfs.0", "marked slot(s) rootfs.0 as good"]
     assert not _mapped(pid, "cryptography"), "the idle service loaded cryptography"
     bundle = make_bundle(env.target, "lazy", {"rootfs": ("rootfs.img", b"z" * 4096)})
     c.ok("InstallBundle", "sa{sv}", str(bundle), {})
@@ -305,7 +305,7 @@ def test_cli_client(env: Env) -> None:
                               env=env.bus.env())
         assert env.pyrauc("status", f"--output-format={fmt}").stdout == here.stdout
     marked = env.pyrauc("status", "mark-good")
-    assert (marked.returncode, marked.stdout) == (0, "rauc status: marked slot rootfs.0 as good\n")
+    assert (marked.returncode, marked.stdout) == (0, "rauc status: marked slot(s) rootfs.0 as good\n")
     refused = env.pyrauc("status", "mark-bad", "nope.0")
     assert refused.returncode == 1 and refused.stderr.startswith("rauc mark: No slot")
     failed = env.pyrauc("install", str(make_bundle(env.target, "x", {"rootfs": ("r.img", b"x")}, compatible="X")))

@@ -98,11 +98,26 @@ def test_no_target_group(devdir: Path) -> None:
 def test_identifiers(devdir: Path) -> None:
     slots = build_slots(parse_config(CONF.format(d=devdir)))
     booted = determine_slot_states(slots, "system1")
-    assert resolve_identifier(slots, booted, "booted").name == "efi.1"
-    assert resolve_identifier(slots, booted, "other").name == "efi.0"
-    assert resolve_identifier(slots, booted, "rootfs.0").name == "rootfs.0"
-    with pytest.raises(RaucError):
-        resolve_identifier(slots, booted, "nope.0")
+    assert [s.name for s in resolve_identifier(slots, booted, "booted")] == ["efi.1"]
+    assert [s.name for s in resolve_identifier(slots, booted, "other")] == ["efi.0"]
+    assert [s.name for s in resolve_identifier(slots, booted, "efi.0")] == ["efi.0"]
+    # RAUC's errors: a child slot (rootfs.0 under efi.0) is no boot slot, nor one without bootname
+    for identifier, message in (("rootfs.0", "No slot with class rootfs and name rootfs.0 found"),
+                                ("nope.0", "No slot with class nope and name nope.0 found"),
+                                ("efi.7", "No slot with class efi and name efi.7 found"),
+                                ("nope", "Invalid slot name format: 'nope'"),
+                                ("", "Invalid slot name format: ''"),
+                                ("efi.0.x", "Invalid slot name format: 'efi.0.x'"),
+                                ("data.0", "Slot data.0 has no bootname set")):
+        with pytest.raises(RaucError) as e:
+            resolve_identifier(slots, booted, identifier)
+        assert str(e.value) == message
+    with pytest.raises(RaucError, match=r"^Did not find booted slot needed to find another bootable slot"):
+        resolve_identifier(slots, None, "other")
+    # A/B/C: "other" is both other slots
+    abc = build_slots(parse_config(CONF.format(d=devdir) + "\n[slot.efi.2]\ndevice=/dev/null\nbootname=system2\n"))
+    booted = determine_slot_states(abc, "system1")
+    assert [s.name for s in resolve_identifier(abc, booted, "other")] == ["efi.0", "efi.2"]
 
 
 def test_get_bootname(devdir: Path) -> None:
