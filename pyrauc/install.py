@@ -98,9 +98,12 @@ class Steps:
         return report
 
     def fail_all(self) -> None:
+        """Each running step ends failed, at its end percentage as a finished one (as RAUC: a
+        failed installation ends with "100% Installing failed.", Progress (100, ..., 1))."""
         while self.stack:
             depth = len(self.stack)
-            name, _end = self.stack.pop()
+            name, end = self.stack.pop()
+            self.percent = max(self.percent, end)
             self._report(f"{name} failed.", depth)
 
 

@@ -263,7 +263,7 @@ def test_perform_pre_check_catches_a_corrupted_payload_before_mounting(target: T
     write_conf(target, extra_system="perform-pre-check=true")
     proc = install(target, bundle)
     expect_failure(proc, bundle, "bundle payload is corrupted")
-    assert " 10% Checking bundle failed." in proc.stdout.splitlines()
+    assert " 20% Checking bundle failed." in proc.stdout.splitlines()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
 
@@ -325,7 +325,7 @@ def test_wrong_compatible(target: Target) -> None:
     bundle = make_bundle(target, "c", {"rootfs": ("rootfs.img", b"x" * 4096)}, compatible="Other")
     proc = install(target, bundle)
     expect_failure(proc, bundle, "Compatible mismatch: Expected 'Test Config' but bundle manifest has 'Other'")
-    assert " 20% Checking manifest contents failed." in proc.stdout.splitlines()
+    assert " 30% Checking manifest contents failed." in proc.stdout.splitlines()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
     ok = install(target, bundle, "--ignore-compatible")
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -377,7 +377,7 @@ def test_failing_post_install_hook_marks_failed(target: Target) -> None:
     proc = install(target, bundle)
     expect_failure(proc, bundle,
                    "Slot post-install hook failed for rootfs.1: Hook returned with exit code 2: post failed")
-    assert " 46% Copying image to rootfs.1 failed." in proc.stdout.splitlines()
+    assert " 99% Copying image to rootfs.1 failed." in proc.stdout.splitlines()
     assert target.status().get_string("slot.rootfs.1", "status") == "failed"
 
 
@@ -386,7 +386,7 @@ def test_format_not_allowed(target: Target) -> None:
     bundle = make_bundle(target, "f", {"rootfs": ("rootfs.img", b"x" * 4096)})
     proc = install(target, bundle)
     expect_failure(proc, bundle, "Bundle format 'plain' not allowed")
-    assert " 10% Checking bundle failed." in proc.stdout.splitlines()
+    assert " 20% Checking bundle failed." in proc.stdout.splitlines()
 
 
 def test_untrusted_signature(target: Target) -> None:
@@ -395,7 +395,7 @@ def test_untrusted_signature(target: Target) -> None:
                   target.pki.other_keyring, bundle)
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[-1].startswith("LastError: ")
-    assert " 10% Verifying signature failed." in proc.stdout.splitlines()
+    assert " 20% Verifying signature failed." in proc.stdout.splitlines()
 
 
 def _custom_backend(target: Target) -> Path:

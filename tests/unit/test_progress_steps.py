@@ -69,12 +69,16 @@ def test_tutorial_sequence() -> None:
     assert all(int(x[:3]) <= 99 for x in lines[:-1])
 
 
-def test_failure_lines_stop_where_the_failure_is() -> None:
+def test_failed_steps_end_at_their_share() -> None:
+    """As RAUC: a failed step ends where it would have ended (rauc 1.8: " 40% Checking bundle
+    failed.", "100% Installing failed."), so a progress bar driven by Progress ends full."""
     lines: list[str] = []
-    steps = Steps(lines.append)
+    got: list[tuple[int, str, int]] = []
+    steps = Steps(lines.append, lambda p, m, d: got.append((p, m, d)))
     steps.begin("Installing", 100)
     steps.begin("Checking bundle", 20)
     steps.begin("Verifying signature", 20)
     steps.fail_all()
     assert lines == ["  0% Installing", "  0% Checking bundle", "  0% Verifying signature",
-                     "  0% Verifying signature failed.", "  0% Checking bundle failed.", "  0% Installing failed."]
+                     " 20% Verifying signature failed.", " 20% Checking bundle failed.", "100% Installing failed."]
+    assert got[-1] == (100, "Installing failed.", 1)
