@@ -67,54 +67,74 @@ def _status_fields(st: SlotStatus) -> list[tuple[str, str, list[tuple[str, Any]]
     ]
 
 
+# the terminal codes RAUC's readable status writes (always, also into a pipe, as RAUC does)
+_BOLD, _GREEN, _RED, _BLUE, _RESET = "\x1b[1m", "\x1b[32m", "\x1b[31m", "\x1b[34m", "\x1b[0m"
+_STATUS_INDENT = "      "
+
+
+def _c(value: str | None) -> str:
+    """A C string as printf's %s shows it."""
+    return "(null)" if value is None else value
+
+
+def _readable_status(st: SlotStatus) -> list[str]:
+    """The ``slot status:`` block of ``--detailed``: what :func:`_status_json` has, as key=value."""
+    pad = _STATUS_INDENT
+    lines = [f"{pad}slot status:"]
+    for title, values in _status_json(st).items():
+        if title == "status":
+            lines.append(f"{pad}    status={values}")
+            continue
+        lines.append(f"{pad}    {title}:")
+        lines.extend(f"{pad}        {k}={_c(None if v is None else str(v))}" for k, v in values.items())
+    return lines
+
+
 def format_readable(s: SystemReport, detailed: bool) -> str:
+    """RAUC's readable status: slot groups (a root slot, its children indented) separated by blank
+    lines; a root slot marked ``⏺`` if it is the bootloader's primary, ``○`` if it has a bootname;
+    the booted and active slots' names in green, the booted state in bold, the bootname blue, the
+    boot status green (good) or red (bad)."""
     booted = s.booted
     primary = s.slot(s.primary)
-    lines = ["=== System Info ===",
-             f"Compatible:  {s.compatible}",
-             f"Variant:     {s.variant or ''}",
-             f"Booted from: {booted.name if booted else ''} ({s.bootslot or ''})",
-             "",
-             "=== Bootloader ===",
-             f"Activated: {primary.name if primary else ''} ({primary.bootname if primary else ''})",
-             "",
-             "=== Slot States ==="]
+    head = ["=== System Info ===",
+            f"Compatible:  {s.compatible}",
+            f"Variant:     {s.variant or ''}",
+            f"Booted from: {_c(booted.name if booted else None)} ({_c(s.bootslot)})",
+            "",
+            "=== Bootloader ===",
+            f"Activated: {_c(primary.name if primary else None)} ({_c(primary.bootname if primary else None)})",
+            "",
+            "=== Slot States ==="]
 
-    def append(slot: SlotReport, indent: str, first: bool) -> None:
-        mark = ("x" if primary is not None and slot.name == primary.name else "o") if first else " "
-        lines.append(f"{indent}{mark if first else ''}{' ' if first else ''}"
-                     f"[{slot.name}] ({slot.device}, {slot.type}, {slot.state})")
-        pad = "\t" + indent
+    def slot_lines(slot: SlotReport, depth: int) -> list[str]:
+        if depth:
+            mark = "    " * depth
+        else:
+            mark = ("\u23fa" if primary is not None and slot.name == primary.name
+                    else "\u25cb" if slot.bootname else " ") + " "
+        color = (_GREEN if slot.state in ("booted", "active") else "") + (_GREEN if slot.state == "booted" else "")
+        state = f"{_BOLD}{slot.state}{_RESET}" if slot.state == "booted" else f"{slot.state}{_RESET}"
+        lines = [f"{mark}{color}{_BOLD}[{slot.name}]{_RESET} ({slot.device}, {slot.type}, {state})"]
         if slot.bootname:
-            lines.append(f"{pad}bootname: {slot.bootname}")
+            lines.append(f"\tbootname: {_BLUE}{slot.bootname}{_RESET}")
+        if slot.description:
+            lines.append(f"\tdescription: {slot.description}")
         if slot.mountpoint:
-            lines.append(f"{pad}mounted: {slot.mountpoint}")
+            lines.append(f"\tmounted: {slot.mountpoint}")
         if slot.bootname and slot.boot_status:
-            lines.append(f"{pad}boot status: {slot.boot_status}")
+            shown = {"good": f"{_GREEN}good{_RESET}", "bad": f"{_RED}bad{_RESET}"}.get(slot.boot_status,
+                                                                                    slot.boot_status)
+            lines.append(f"\tboot status: {shown}")
         if detailed and slot.status is not None:
-            lines.append(f"{pad}slot status:")
-            for title, _, values in _status_fields(slot.status):
-                shown = [(k, v) for k, v in values if v is not None]
-                if not shown:
-                    continue
-                lines.append(f"{pad}    {title}:")
-                lines.extend(f"{pad}        {k}={v}" for k, v in shown)
-            lines.append(f"{pad}    status: {slot.status.status or ''}")
+            lines.extend(_readable_status(slot.status))
+        for child in s.slots:
+            if child.parent == slot.name:
+                lines.extend(slot_lines(child, depth + 1))
+        return lines
 
-    def children(parent: SlotReport, depth: int) -> None:
-        for slot in s.slots:
-            if slot.parent == parent.name:
-                append(slot, "    " * depth, False)
-                children(slot, depth + 1)
-
-    for slot in s.slots:
-        if slot.parent is None:
-            append(slot, "", True)
-            children(slot, 1)
-            lines.append("")
-    if lines[-1] == "":
-        lines.pop()
-    return "\n".join(lines) + "\n"
+    groups = ["\n".join(slot_lines(slot, 0)) + "\n\n" for slot in s.slots if slot.parent is None]
+    return "\n".join(head) + "\n" + "".join(groups) + "\n"
 
 
 def shell_quote(value: str | None) -> str:
@@ -144,11 +164,33 @@ def format_shell(s: SystemReport, detailed: bool) -> str:
         add(f"RAUC_SLOT_MOUNTPOINT_{n}", slot.mountpoint)
         add(f"RAUC_SLOT_BOOT_STATUS_{n}", slot.boot_status)
         if detailed and slot.status is not None:
-            for _, prefix, values in _status_fields(slot.status):
+            # every key, as RAUC: an unset string is '', an unset number '0'
+            st = slot.status
+            for _, prefix, values in _status_fields(st):
                 for key, value in values:
+                    if key == "count":
+                        value = st.installed_count if prefix == "INSTALLED" else st.activated_count
+                    elif key == "size" and value is None:
+                        value = 0
                     add(f"RAUC_SLOT_STATUS_{prefix}_{key.upper()}_{n}", value)
-            add(f"RAUC_SLOT_STATUS_STATUS_{n}", slot.status.status)
+            add(f"RAUC_SLOT_STATUS_STATUS_{n}", st.status)
     return "\n".join(out) + "\n"
+
+
+def _status_json(st: SlotStatus) -> dict[str, Any]:
+    """A slot status as RAUC's json: "bundle" with its compatible (null if none) and what else is
+    known; "checksum", "installed" and "activated" only when recorded; "status" only if set."""
+    out: dict[str, Any] = {}
+    for title, _, values in _status_fields(st):
+        known = {k: v for k, v in values if v is not None}
+        if title == "bundle":
+            out[title] = {"compatible": st.bundle_compatible, **known}
+        elif (title == "checksum" and st.checksum_sha256 is not None) \
+                or (title in ("installed", "activated") and "timestamp" in known):
+            out[title] = known
+    if st.status is not None:
+        out["status"] = st.status
+    return out
 
 
 def status_dict(s: SystemReport, detailed: bool) -> dict[str, Any]:
@@ -160,13 +202,9 @@ def status_dict(s: SystemReport, detailed: bool) -> dict[str, Any]:
             "boot_status": slot.boot_status,
         }
         if detailed and slot.status is not None:
-            st: dict[str, Any] = {}
-            for title, _, values in _status_fields(slot.status):
-                st[title] = dict(values)
-            st["status"] = slot.status.status
-            entry["slot_status"] = st
+            entry["slot_status"] = _status_json(slot.status)
         slots.append({slot.name: entry})
-    return {"compatible": s.compatible, "variant": s.variant, "booted": s.bootslot,
+    return {"compatible": s.compatible, "variant": s.variant or "", "booted": s.bootslot,
             "boot_primary": s.primary, "slots": slots}
 
 

@@ -235,7 +235,9 @@ async def _status(warn: Emit, mark: tuple[str, str] | None) -> tuple[SystemRepor
         try:
             primary: str | None = (await _reply(bus, _call("GetPrimary")))[0] or None
         except ClientError as e:
-            warn(str(e).rstrip("\n"))
+            # the service's text ends with a newline (RAUC's "Failed getting primary slot: ...\n"),
+            # which the one-line error shows escaped
+            warn(str(e.args[0] if e.args else e).rstrip("\n").replace("\n", " "))
             primary = None
         try:
             props = unwrap((await _reply(bus, _call("GetAll", "s", [INTERFACE], interface=PROPERTIES)))[0])
@@ -245,7 +247,7 @@ async def _status(warn: Emit, mark: tuple[str, str] | None) -> tuple[SystemRepor
             slots = unwrap((await _reply(bus, _call("GetSlotStatus")))[0])
         except ClientError as e:
             raise ClientError(f'{prefix}error calling D-Bus method "GetSlotStatus": {e}') from e
-        report = SystemReport(str(props.get("Compatible", "")), props.get("Variant") or None,
+        report = SystemReport(str(props.get("Compatible", "")), str(props.get("Variant") or ""),
                               props.get("BootSlot") or None, primary)
         report.slots = sorted((slot_from_dbus(name, values) for name, values in slots), key=lambda s: s.name)
         marked = None

@@ -44,7 +44,8 @@ class SlotReport:
     parent: str | None = None
     description: str | None = None
     mountpoint: str | None = None
-    boot_status: str | None = None          # "good" | "bad" (slots with a bootname)
+    boot_status: str | None = None          # "good" | "bad" | "unknown" (slots with a bootname; current
+                                            # RAUC: "unknown" if the bootloader cannot tell)
     status: SlotStatus | None = None        # the recorded slot status (None: not loaded)
 
 
@@ -77,16 +78,18 @@ def from_context(ctx: Context, *, detailed: bool, warn: Callable[[str], None]) -
     report = SystemReport(ctx.compatible, ctx.variant, ctx.bootname, primary)
     for name, slot in ctx.slots.items():
         good: bool | None = None
+        unknown = False
         if slot.bootname is not None:
             try:
                 good = ctx.backend.get_state(slot)
             except RaucError as e:
                 warn(f"Failed to get boot state of {name}: {e}")
+                unknown = True
         report.slots.append(SlotReport(
             name=name, sclass=slot.sclass, device=slot.device, type=slot.type, state=slot.state,
             bootname=slot.bootname, parent=slot.parent.name if slot.parent else None,
             description=slot.config.description, mountpoint=slot.mount_point,
-            boot_status=None if good is None else ("good" if good else "bad"),
+            boot_status="unknown" if unknown else None if good is None else ("good" if good else "bad"),
             status=load_slot_status(ctx.config, slot) if detailed else None))
     return report
 
@@ -126,4 +129,4 @@ def slot_from_dbus(name: str, values: Mapping[str, Any]) -> SlotReport:
         name=name, sclass=text("class") or "", device=text("device") or "", type=text("type") or "",
         state=text("state") or "", bootname=text("bootname"), parent=text("parent"),
         description=text("description"), mountpoint=text("mountpoint"),
-        boot_status=boot_status if boot_status in ("good", "bad") else None, status=st)
+        boot_status=boot_status if boot_status in ("good", "bad", "unknown") else None, status=st)

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from pyrauc import cli
+from pyrauc.cli_target import format_readable, format_shell, status_dict
 from pyrauc.keyfile import KeyFile
+from pyrauc.report import SlotReport, SystemReport
+from pyrauc.status import SlotStatus
 from tests.helpers import fake_efibootmgr
 
 
@@ -77,10 +80,15 @@ def test_status_readable_and_json(tmp_path: Path, efi: Path, capsys: pytest.Capt
     conf = write_conf(tmp_path)
     rc, out, _ = run(["status", "-c", str(conf)], capsys)
     assert rc == 0
-    assert out.startswith("=== System Info ===\nCompatible:  Test Platform\nVariant:     \n"
-                          "Booted from: efi.1 (system1)\n\n=== Bootloader ===\nActivated: efi.0 (system0)\n\n"
-                          "=== Slot States ===\nx [efi.0] (/dev/null, vfat, inactive)\n\tbootname: system0\n")
-    assert "o [efi.1] (" in out and "    [rootfs.1] (" in out
+    assert out == (
+        "=== System Info ===\nCompatible:  Test Platform\nVariant:     \nBooted from: efi.1 (system1)\n\n"
+        "=== Bootloader ===\nActivated: efi.0 (system0)\n\n=== Slot States ===\n"
+        "\u23fa \x1b[1m[efi.0]\x1b[0m (/dev/null, vfat, inactive\x1b[0m)\n\tbootname: \x1b[34msystem0\x1b[0m\n"
+        "\tboot status: \x1b[32mgood\x1b[0m\n"
+        f"    \x1b[1m[rootfs.0]\x1b[0m ({tmp_path}/root0.img, ext4, inactive\x1b[0m)\n\n"
+        f"\u25cb \x1b[32m\x1b[32m\x1b[1m[efi.1]\x1b[0m ({tmp_path}/efi1.img, vfat, \x1b[1mbooted\x1b[0m)\n"
+        "\tbootname: \x1b[34msystem1\x1b[0m\n\tboot status: \x1b[32mgood\x1b[0m\n"
+        f"    \x1b[32m\x1b[1m[rootfs.1]\x1b[0m ({tmp_path}/root1.img, ext4, active\x1b[0m)\n\n\n")
     rc, out, _ = run(["status", "-c", str(conf), "--output-format=json", "--override-boot-slot", "system0"], capsys)
     data = json.loads(out)
     assert data["compatible"] == "Test Platform" and data["booted"] == "system0"
@@ -172,3 +180,67 @@ def test_main_cli(tmp_path: Path, efi: Path) -> None:
                        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
     assert "RAUC_SYSTEM_BOOTED_BOOTNAME='system1'" in r.stdout
+
+
+def _report_with_status() -> SystemReport:
+    """Two A/B root slots (B installed and active), a child, a slot without bootname."""
+    installed = SlotStatus(bundle_compatible="T", bundle_version="2", status="ok", checksum_sha256="ab" * 32,
+                           checksum_size=4096, installed_timestamp="2026-01-02T03:04:05Z", installed_count=1,
+                           activated_timestamp="2026-01-02T03:04:06Z", activated_count=2)
+    child = SlotStatus(bundle_compatible="T", status="ok", installed_timestamp="2026-01-02T03:04:05Z",
+                       installed_count=1)
+    report = SystemReport("T", None, "A", "rootfs.1")
+    report.slots = [
+        SlotReport("boot.0", "boot", "/dev/b0", "raw", "inactive", status=SlotStatus()),
+        SlotReport("rootfs.0", "rootfs", "/dev/r0", "ext4", "booted", bootname="A", description="Root A",
+                   boot_status="good", status=SlotStatus()),
+        SlotReport("rootfs.1", "rootfs", "/dev/r1", "ext4", "inactive", bootname="B", boot_status="bad",
+                   status=installed),
+        SlotReport("appfs.1", "appfs", "/dev/a1", "raw", "inactive", parent="rootfs.1", status=child),
+    ]
+    return report
+
+
+def test_detailed_formats_as_rauc() -> None:
+    """rauc 1.8's shapes (tests/interop has no device to run it on): json-glib's "slot_status" only
+    with what is recorded ("bundle" with its compatible always), shell with every key ('0' for an
+    unset number), readable with 1.8's layout."""
+    report = _report_with_status()
+    data = status_dict(report, detailed=True)
+    assert data["variant"] == ""
+    slots = {name: v for entry in data["slots"] for name, v in entry.items()}
+    assert slots["boot.0"]["slot_status"] == {"bundle": {"compatible": None}}
+    assert slots["rootfs.1"]["slot_status"] == {
+        "bundle": {"compatible": "T", "version": "2"}, "checksum": {"sha256": "ab" * 32, "size": 4096},
+        "installed": {"timestamp": "2026-01-02T03:04:05Z", "count": 1},
+        "activated": {"timestamp": "2026-01-02T03:04:06Z", "count": 2}, "status": "ok"}
+    assert slots["appfs.1"]["slot_status"] == {
+        "bundle": {"compatible": "T"}, "installed": {"timestamp": "2026-01-02T03:04:05Z", "count": 1},
+        "status": "ok"}
+    shell = format_shell(report, detailed=True).splitlines()
+    for line in ("RAUC_SLOT_STATUS_CHECKSUM_SIZE_1='0'", "RAUC_SLOT_STATUS_INSTALLED_COUNT_1='0'",
+                 "RAUC_SLOT_STATUS_ACTIVATED_COUNT_1='0'", "RAUC_SLOT_STATUS_STATUS_1=''",
+                 "RAUC_SLOT_STATUS_ACTIVATED_COUNT_4='0'", "RAUC_SLOT_STATUS_INSTALLED_COUNT_4='1'",
+                 "RAUC_SLOT_STATUS_CHECKSUM_SIZE_3='4096'", "RAUC_SLOT_STATUS_ACTIVATED_COUNT_3='2'"):
+        assert line in shell
+    text = format_readable(report, detailed=True)
+    assert text.endswith(
+        "\u23fa \x1b[1m[rootfs.1]\x1b[0m (/dev/r1, ext4, inactive\x1b[0m)\n"
+        "\tbootname: \x1b[34mB\x1b[0m\n\tboot status: \x1b[31mbad\x1b[0m\n"
+        "      slot status:\n          bundle:\n              compatible=T\n              version=2\n"
+        f"          checksum:\n              sha256={'ab' * 32}\n              size=4096\n"
+        "          installed:\n              timestamp=2026-01-02T03:04:05Z\n              count=1\n"
+        "          activated:\n              timestamp=2026-01-02T03:04:06Z\n              count=2\n"
+        "          status=ok\n"
+        "    \x1b[1m[appfs.1]\x1b[0m (/dev/a1, raw, inactive\x1b[0m)\n"
+        "      slot status:\n          bundle:\n              compatible=T\n"
+        "          installed:\n              timestamp=2026-01-02T03:04:05Z\n              count=1\n"
+        "          status=ok\n\n\n")
+    assert text.startswith(
+        "=== System Info ===\nCompatible:  T\nVariant:     \nBooted from: rootfs.0 (A)\n\n=== Bootloader ===\n"
+        "Activated: rootfs.1 (B)\n\n=== Slot States ===\n  \x1b[1m[boot.0]\x1b[0m (/dev/b0, raw, inactive\x1b[0m)\n"
+        "      slot status:\n          bundle:\n              compatible=(null)\n\n"
+        "\u25cb \x1b[32m\x1b[32m\x1b[1m[rootfs.0]\x1b[0m (/dev/r0, ext4, \x1b[1mbooted\x1b[0m)\n"
+        "\tbootname: \x1b[34mA\x1b[0m\n\tdescription: Root A\n\tboot status: \x1b[32mgood\x1b[0m\n")
+    report.primary = None
+    assert "Activated: (null) ((null))\n" in format_readable(report, detailed=False)
