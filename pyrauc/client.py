@@ -4,12 +4,15 @@ Which way a command goes (``rauc install``, ``rauc status``, ``rauc status mark-
 
 * ``PYRAUC_SERVICE=never``: in this process; ``PYRAUC_SERVICE=always``: through the service, as
   a RAUC service build does (a missing service is a D-Bus error then);
-* otherwise (``auto``): in this process when the command line names a local configuration
-  (``-c/--conf``, ``-C/--confopt``) or a local-only option (``--override-boot-slot``,
-  ``--handler-args``), since the service has its own; else through the service when the bus
-  (see :mod:`pyrauc.bus`) can be reached and ``de.pengutronix.rauc`` has an owner or is
-  activatable there (calling it then starts it, as the target's rauc.service is D-Bus activated);
-  else in this process.
+* otherwise (``auto``): in this process when the command line overrides the configuration
+  (``-C/--confopt``) or names a local-only option (``--override-boot-slot``, ``--handler-args``:
+  options of RAUC builds without the service); through the service when the bus (see
+  :mod:`pyrauc.bus`) can be reached and ``de.pengutronix.rauc`` has an owner or is activatable
+  there (calling it then starts it, as the target's rauc.service is D-Bus activated); else in this
+  process. With ``-c/--conf`` only a running service is used, as RAUC's client uses it whatever
+  ``-c`` names (``rauc -c /etc/rauc/system.conf status`` on a device is a common script line);
+  a service that would only be activated is not, so that ``-c test.conf`` on a build host with
+  Debian's rauc installed stays a local run.
 
 Through the service, ``install`` prints what RAUC's client prints from the property changes:
 the Operation (``installing``), each Progress as ``"%3d%% <message>"`` (with ``--progress`` on a
@@ -41,7 +44,7 @@ from pyrauc.report import SystemReport, slot_from_dbus
 SERVICE_ENV = "PYRAUC_SERVICE"
 CONNECT_TIMEOUT = 5.0
 #: command line options only this process can honour: they keep the command in-process
-LOCAL_OPTIONS: tuple[str, ...] = ("conf", "confopt", "override_boot_slot", "handler_args")
+LOCAL_OPTIONS: tuple[str, ...] = ("confopt", "override_boot_slot", "handler_args")
 KEYRING_REFUSED = ("The '--keyring' argument is not supported when using the D-Bus service. "
                    "Reconfigure the service instead.")
 CTRL_C = ("\nCtrl+C pressed. Exiting rauc installation client...\n"
@@ -87,7 +90,8 @@ async def connect() -> MessageBus:
     return await asyncio.wait_for(MessageBus(bus_type=bus_type()).connect(), CONNECT_TIMEOUT)
 
 
-async def _service_present() -> bool:
+async def _service_present(*, activatable: bool = True) -> bool:
+    """Whether ``de.pengutronix.rauc`` runs on the bus (or, with ``activatable``, can be started)."""
     try:
         bus = await connect()
     except CONNECT_ERRORS:
@@ -95,7 +99,7 @@ async def _service_present() -> bool:
     try:
         if (await _reply(bus, _bus_call("NameHasOwner", "s", [BUS_NAME])))[0]:
             return True
-        return BUS_NAME in (await _reply(bus, _bus_call("ListActivatableNames")))[0]
+        return activatable and BUS_NAME in (await _reply(bus, _bus_call("ListActivatableNames")))[0]
     except ClientError:
         return False
     finally:
@@ -111,7 +115,7 @@ def use_service(args: argparse.Namespace) -> bool:
         return True
     if any(getattr(args, name, None) for name in LOCAL_OPTIONS):
         return False
-    return asyncio.run(_service_present())
+    return asyncio.run(_service_present(activatable=not getattr(args, "conf", None)))
 
 
 # --------------------------------------------------------------------------------------------

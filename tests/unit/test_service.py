@@ -320,6 +320,23 @@ def test_cli_client(env: Env) -> None:
     assert (missing.returncode, missing.stderr) == (1, "No such file: /nonexistent.raucb\n")
 
 
+def test_conf_option_still_uses_the_running_service(env: Env) -> None:
+    """RAUC's client talks to the running service whatever -c names (a script's ``rauc -c
+    /etc/rauc/system.conf status``); the service knows the booted slot only from its own
+    --override-boot-slot, so only the service can answer here. -C (a local override) and
+    --override-boot-slot keep the command in this process."""
+    conf = str(env.target.conf)
+    via = env.pyrauc("-c", conf, "status", "--output-format=shell")
+    assert via.returncode == 0, via.stderr
+    assert "RAUC_SYSTEM_BOOTED_BOOTNAME='A'" in via.stdout.splitlines()
+    marked = env.pyrauc("-c", conf, "status", "mark-good")
+    assert (marked.returncode, marked.stdout) == (0, "rauc status: marked slot(s) rootfs.0 as good\n")
+    local = env.pyrauc("-c", conf, "-C", "system:compatible=Local", "status", "--output-format=shell")
+    assert local.returncode == 1 and "Failed to determine slot states" in local.stderr   # in this process
+    here = env.pyrauc("-c", conf, "--override-boot-slot=B", "status", "--output-format=shell")
+    assert "RAUC_SYSTEM_BOOTED_BOOTNAME='B'" in here.stdout.splitlines(), here.stderr
+
+
 def test_cli_ctrl_c_and_vanishing_service(env: Env) -> None:
     slow = _slow_hook_bundle(env.target, "slow", 3)
     proc = subprocess.Popen([sys.executable, "-m", "pyrauc", "install", str(slow)], env=env.bus.env(), cwd=REPO,
