@@ -220,7 +220,12 @@ class _Installation:
     def run(self) -> None:
         self.ctx = self._determine_slot_states()
         with self._check_bundle() as bundle, mount.mount_bundle(bundle, self.mountprefix) as bundle_mount:
-            self._install_mounted(bundle, bundle_mount)
+            try:
+                self._install_mounted(bundle, bundle_mount)
+            except RaucError as exc:
+                # RAUC's layer for everything its install handler does with the mounted bundle
+                # (rauc 1.8: "Installation error: Compatible mismatch: ...")
+                raise exc.prefixed("Installation error: ") from exc
 
     def _install_mounted(self, bundle: Bundle, bundle_mount: Path) -> None:
         """Everything that needs the mounted bundle."""
@@ -274,7 +279,10 @@ class _Installation:
             if not mf.hook_name:
                 raise InstallError("install-check hook requested but the manifest has no hook file")
             env = {**base_env, "RAUC_BUNDLE_MOUNT_POINT": os.fspath(bundle_mount)}
-            hooks.run_hook(hooks.hook_path(bundle_mount, mf.hook_name), "install-check", env)
+            try:
+                hooks.run_hook(hooks.hook_path(bundle_mount, mf.hook_name), "install-check", env)
+            except hooks.HookRejected as exc:
+                raise exc.prefixed("Bundle rejected: ") from exc
         else:
             self._check_compatible(bundle)
         self.steps.done()
@@ -394,10 +402,10 @@ class _Installation:
             readonly = [s.name for s in self.ctx.slots.values() if s.sclass == image.slotclass
                         and s.readonly and not s.is_active]
             if readonly:
-                raise InstallError(f"Reject writing to readonly slot {readonly[0]}")
+                raise InstallError(f"Target slot for class '{image.slotclass}' of image '{image.filename}' is readonly")
             if group_error is not None:
                 raise group_error
-            raise InstallError(f"No target slot for image class '{image.slotclass}' found")
+            raise InstallError(f"No target slot for class '{image.slotclass}' of image '{image.filename}' found")
         if slot is self.ctx.booted or slot.is_active:
             raise InstallError(f"Refusing to write to active slot {slot.name}")
         if slot.mount_point is not None and not slot.config.allow_mounted:
@@ -452,7 +460,7 @@ class _Installation:
         try:
             mark.mark_bad(self.ctx, boot_slot)
         except mark.MarkError as exc:
-            raise InstallError(f"Failed to mark slot bad: {exc}") from exc
+            raise InstallError(f"Failed marking slot {boot_slot.name} non-bootable: {exc}") from exc
         marked.add(boot_slot.name)
         testpoints.reach("marked-bad")
 

@@ -55,7 +55,8 @@ def test_rauc18_client_installs_marks_and_reads_status(env: Env, rauc_bin: str) 
     failed = rauc(env, rauc_bin, "install", str(make_bundle(env.target, "x", {"rootfs": ("r.img", b"x")},
                                                                  compatible="Other")))
     assert failed.returncode == 1
-    assert "LastError: Compatible mismatch: Expected 'Test Config' but bundle manifest has 'Other'" in failed.stdout
+    assert ("LastError: Installation error: Compatible mismatch: Expected 'Test Config' but bundle manifest has "
+            "'Other'") in failed.stdout
     assert "` failed" in failed.stderr
 
 

@@ -149,6 +149,10 @@ def install(t: Target, bundle: Path, *args: str) -> subprocess.CompletedProcess[
     return pyrauc("-c", t.conf, "install", "--override-boot-slot", "A", *args, bundle)
 
 
+#: RAUC's layer on every error of the install handler (after the bundle is mounted)
+IE = "Installation error: "
+
+
 def expect_failure(proc: subprocess.CompletedProcess[str], bundle: Path, message: str) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     out = proc.stdout.splitlines()
@@ -248,7 +252,7 @@ def test_size_limit_refuses_before_writing(target: Target) -> None:
     write_conf(target, slot1="size-limit=32K")
     bundle = make_bundle(target, "big", {"rootfs": ("rootfs.img", b"x" * 65536)})
     expect_failure(install(target, bundle), bundle,
-                   "Image size (65536 bytes) exceeds size limit of slot rootfs.1 (32768 bytes)")
+                   IE + "Image size (65536 bytes) exceeds size limit of slot rootfs.1 (32768 bytes)")
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
     write_conf(target, slot1="size-limit=64K")
     assert install(target, bundle).returncode == 0
@@ -324,7 +328,7 @@ exit 0
 def test_wrong_compatible(target: Target) -> None:
     bundle = make_bundle(target, "c", {"rootfs": ("rootfs.img", b"x" * 4096)}, compatible="Other")
     proc = install(target, bundle)
-    expect_failure(proc, bundle, "Compatible mismatch: Expected 'Test Config' but bundle manifest has 'Other'")
+    expect_failure(proc, bundle, IE + "Compatible mismatch: Expected 'Test Config' but bundle manifest has 'Other'")
     assert " 30% Checking manifest contents failed." in proc.stdout.splitlines()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
     ok = install(target, bundle, "--ignore-compatible")
@@ -336,21 +340,22 @@ def test_missing_slot_device(target: Target) -> None:
     write_conf(target, device1=str(missing))
     bundle = make_bundle(target, "m", {"rootfs": ("rootfs.img", b"x" * 4096)})
     expect_failure(install(target, bundle), bundle,
-                   f"Slot device {missing} of slot rootfs.1 does not exist")
+                   IE + f"Slot device {missing} of slot rootfs.1 does not exist")
 
 
 def test_image_larger_than_slot(target: Target) -> None:
     bundle = make_bundle(target, "big", {"rootfs": ("rootfs.img", os.urandom(SLOT_SIZE + 4096))})
     proc = install(target, bundle)
     expect_failure(proc, bundle,
-                   f"Image size ({SLOT_SIZE + 4096} bytes) exceeds size of slot rootfs.1 ({SLOT_SIZE} bytes)")
+                   IE + f"Image size ({SLOT_SIZE + 4096} bytes) exceeds size of slot rootfs.1 ({SLOT_SIZE} bytes)")
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
 
 def test_readonly_slot(target: Target) -> None:
     write_conf(target, slot1="readonly=true")
     bundle = make_bundle(target, "ro", {"rootfs": ("rootfs.img", b"x" * 4096)})
-    expect_failure(install(target, bundle), bundle, "Reject writing to readonly slot rootfs.1")
+    expect_failure(install(target, bundle), bundle,
+                   IE + "Target slot for class 'rootfs' of image 'rootfs.img' is readonly")
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
 
@@ -359,7 +364,7 @@ def test_install_check_hook_rejects(target: Target) -> None:
     bundle = make_bundle(target, "h", {"rootfs": ("rootfs.img", b"x" * 4096)},
                          manifest_extra="[hooks]\nfilename=hook.sh\nhooks=install-check\n\n",
                          files={"hook.sh": hook})
-    expect_failure(install(target, bundle), bundle, "Hook returned: 'Too old for Test Config'")
+    expect_failure(install(target, bundle), bundle, IE + "Bundle rejected: Hook returned: 'Too old for Test Config'")
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
 
@@ -376,7 +381,7 @@ def test_failing_post_install_hook_marks_failed(target: Target) -> None:
                   intermediates=[str(target.pki.intermediate.cert_path)])
     proc = install(target, bundle)
     expect_failure(proc, bundle,
-                   "Slot post-install hook failed for rootfs.1: Hook returned with exit code 2: post failed")
+                   IE + "Slot post-install hook failed for rootfs.1: Hook returned with exit code 2: post failed")
     assert " 99% Copying image to rootfs.1 failed." in proc.stdout.splitlines()
     assert target.status().get_string("slot.rootfs.1", "status") == "failed"
 
@@ -535,7 +540,7 @@ def test_image_symlink_out_of_the_bundle_is_refused(target: Target, target_of_li
         target, "link", "[update]\ncompatible=Test Config\nversion=1\n\n[bundle]\nformat=plain\n\n"
         f"[image.rootfs]\nsha256={digest}\nsize={len(SECRET)}\nfilename=rootfs.img\n",
         lambda tree: (tree / "rootfs.img").symlink_to(link))
-    expect_failure(install(target, bundle), bundle, "Image file 'rootfs.img' points outside the bundle")
+    expect_failure(install(target, bundle), bundle, IE + "Image file 'rootfs.img' points outside the bundle")
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
 
@@ -551,7 +556,7 @@ def test_hook_out_of_the_bundle_is_not_run(target: Target) -> None:
         f"[image.rootfs]\nsha256={hashlib.sha256(data).hexdigest()}\nsize=4096\nfilename=rootfs.img\n",
         lambda tree: (tree / "rootfs.img").write_bytes(data))
     proc = install(target, bundle)
-    expect_failure(proc, bundle, f"Hook file '../../../../../../../../..{evil}' points outside the bundle")
+    expect_failure(proc, bundle, IE + f"Hook file '../../../../../../../../..{evil}' points outside the bundle")
     assert not marker.exists()
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
 
@@ -566,7 +571,7 @@ def test_min_bundle_version_is_semver(target: Target, limit: str, ok: bool) -> N
     if ok:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return
-    expect_failure(proc, bundle, f"Version mismatch: Expected at least '{limit}' but bundle manifest has '2024.1'")
+    expect_failure(proc, bundle, IE + f"Version mismatch: Expected at least '{limit}' but bundle manifest has '2024.1'")
     assert target.slot1.read_bytes() == b"\0" * SLOT_SIZE
     assert install(target, bundle, "--ignore-version-limit").returncode == 0
 

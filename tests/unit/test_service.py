@@ -158,7 +158,7 @@ def test_install_failure_last_error_and_rejected_event(env: Env) -> None:
     env.client.ok("InstallBundle", "sa{sv}", str(bundle), {})
     assert env.client.wait_completed() == 1
     env.client.wait_for("Operation", "idle")
-    reason = "Compatible mismatch: Expected 'Test Config' but bundle manifest has 'Other'"
+    reason = "Installation error: Compatible mismatch: Expected 'Test Config' but bundle manifest has 'Other'"
     assert env.client.props()["LastError"] == reason
     names = [k for k, _ in env.client.signals]
     assert names[-3:] == ["LastError", "Completed", "Operation"]
@@ -310,8 +310,8 @@ def test_cli_client(env: Env) -> None:
     assert refused.returncode == 1 and refused.stderr.startswith("rauc mark: No slot")
     failed = env.pyrauc("install", str(make_bundle(env.target, "x", {"rootfs": ("r.img", b"x")}, compatible="X")))
     assert failed.returncode == 1
-    assert failed.stdout.splitlines()[-1] == ("LastError: Compatible mismatch: Expected 'Test Config' but bundle "
-                                              "manifest has 'X'")
+    assert failed.stdout.splitlines()[-1] == ("LastError: Installation error: Compatible mismatch: Expected "
+                                              "'Test Config' but bundle manifest has 'X'")
     assert failed.stderr.splitlines()[-1].startswith("Installing `") and failed.stderr.endswith("` failed\n")
     keyring = env.pyrauc("install", "--keyring", str(env.target.pki.keyring), str(bundle))
     assert (keyring.returncode, keyring.stderr) == (1, "The '--keyring' argument is not supported when using the "
