@@ -44,13 +44,11 @@ _PROGRESS_LINE = re.compile(r"^\s*(\d{1,3})% ")
 
 
 def _columns(stream: TextIO) -> int:
-    """The terminal's width (TIOCGWINSZ); 80 with RAUC's warning if it cannot be read."""
+    """The terminal's width (TIOCGWINSZ); 80 with RAUC's warning if it cannot be read. A terminal
+    that reports 0 columns (a serial console) gets RAUC's empty bar ``[]``."""
     try:
         packed = fcntl.ioctl(stream.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
-        cols = int(struct.unpack("HHHH", packed)[1])
-        if cols > 7:
-            return cols
-        raise OSError("no width")
+        return int(struct.unpack("HHHH", packed)[1])
     except OSError as e:
         err(f"Unable to obtain window parameters: {e}")
         return 80
@@ -82,9 +80,8 @@ def progress_printer(stream: TextIO, bar: bool) -> Callable[[str], None]:
                 stream.write("\r\033[F\033[J")
                 drawn = False
             stream.write(("\033[J" if line.startswith("LastError:") else "") + line + "\n")
-        else:
-            stream.write("\r\033[F\033[J" if drawn else "")
-            stream.write(f"{line}\n{progress_bar(int(m.group(1)), columns)}\n")
+        else:   # as RAUC, every progress line first erases the line above (the first: "installing")
+            stream.write(f"\r\033[F\033[J{line}\n{progress_bar(int(m.group(1)), columns)}\n")
             drawn = True
         stream.flush()
     return with_bar

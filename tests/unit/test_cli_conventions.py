@@ -261,6 +261,7 @@ def test_progress_bar_cells() -> None:
     assert progress_bar(50, 20) == "[#######      ] 50%"
     assert progress_bar(100, 20) == "[#############]100%"
     assert len(progress_bar(37, 80)) == 79     # the last column stays free, so the bar never wraps
+    assert progress_bar(40, 0) == "[] 40%"      # a serial console reports 0 columns: RAUC's empty bar
 
 
 def test_progress_printer_keeps_the_bar_last() -> None:
@@ -277,7 +278,7 @@ def test_progress_printer_keeps_the_bar_last() -> None:
     emit(" 40% Checking bundle")
     emit("LastError: broken")
     text = stream.getvalue()
-    assert text.startswith("  0% Installing\n[")
+    assert text.startswith("\r\033[F\033[J  0% Installing\n[")   # erases the "installing" line, as RAUC
     assert "\r\033[F\033[J 40% Checking bundle\n[" in text
     assert text.endswith("\r\033[F\033[J\033[JLastError: broken\n")
     plain = io.StringIO()
