@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,21 +45,27 @@ def _last_line(text: str) -> str:
 
 
 def _run(argv: Sequence[str], env: Mapping[str, str], cwd: str | os.PathLike[str] | None,
-         ) -> subprocess.CompletedProcess[str]:
+         capture_stdout: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``argv``; stderr is read (the reason of a failure), stdout read or, as RAUC runs a hook,
+    passed through to this process's stdout (the terminal, or the service's journal)."""
     full_env = {**os.environ, **env}
+    if not capture_stdout:
+        sys.stdout.flush()      # what this process printed comes first
     try:
-        return subprocess.run(list(argv), env=full_env, cwd=cwd, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(list(argv), env=full_env, cwd=cwd, text=True, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE if capture_stdout else None, stderr=subprocess.PIPE,
+                              check=False)
     except OSError as exc:
         raise HookError(f"Failed to start {argv[0]}: {exc.strerror}") from exc
 
 
 def run_hook(hook: str | os.PathLike[str], action: str, env: Mapping[str, str], *,
-             cwd: str | os.PathLike[str] | None = None) -> str:
-    """Run ``<hook> <action>``; return its stdout. HookError on rejection (10) or failure."""
-    proc = _run([os.fspath(hook), action], env, cwd)
+             cwd: str | os.PathLike[str] | None = None) -> None:
+    """Run ``<hook> <action>``, its stdout passed through as RAUC does. HookError on rejection
+    (exit code 10, the last line on stderr as the reason) or failure."""
+    proc = _run([os.fspath(hook), action], env, cwd, capture_stdout=False)
     if proc.returncode == 0:
-        return proc.stdout
+        return
     reason = _last_line(proc.stderr)
     if proc.returncode == HOOK_REJECTED:
         raise HookRejected(f"Hook returned: '{reason}'")

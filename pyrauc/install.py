@@ -169,8 +169,14 @@ def _select_images(bundle: Bundle, variant: str | None) -> list[Image]:
 
 def install(bundle_path: str | os.PathLike[str], args: InstallArgs | None = None, *, config: SystemConfig,
             progress: ProgressLine = print, context: Context | None = None,
-            on_step: ProgressStep | None = None, event_log: EventLog | None = None) -> None:
+            on_step: ProgressStep | None = None, event_log: EventLog | None = None,
+            notify: Callable[[str], None] | None = None) -> None:
     """Install the bundle at ``bundle_path`` with ``args``; InstallError (one line) on failure.
+
+    ``notify`` receives RAUC's status messages of the installation ("Checking and mounting
+    bundle...", "Updating slots...", "Checking slot X", "Updating slot X", "Updating slot X status",
+    "Updating slot X done", "All slots updated"), which RAUC's service logs as "installing <bundle>:
+    <message>".
 
     ``context`` (optional) is a prepared :class:`pyrauc.context.Context` (tests inject backends);
     otherwise it is created from ``config`` and ``args.override_boot_slot``. ``on_step`` receives
@@ -180,7 +186,8 @@ def install(bundle_path: str | os.PathLike[str], args: InstallArgs | None = None
     """
     events = event_log or (context.event_log if context is not None else EventLog.from_config(config))
     steps = Steps(progress, on_step)
-    run = _Installation(os.fspath(bundle_path), config, args or InstallArgs(), steps, context, events)
+    run = _Installation(os.fspath(bundle_path), config, args or InstallArgs(), steps, context, events,
+                        notify or (lambda _message: None))
     events.emit(eventlog.install_started(run.transaction))
     steps.begin("Installing", 100)
     try:
@@ -203,7 +210,8 @@ class _Installation:
     """State of one run of the pipeline."""
 
     def __init__(self, source: str, config: SystemConfig, args: InstallArgs, steps: Steps,
-                 context: Context | None, events: EventLog) -> None:
+                 context: Context | None, events: EventLog, notify: Callable[[str], None]) -> None:
+        self.notify = notify
         self.source_is_url = is_url(source)
         self.source: str | Path = source if self.source_is_url else Path(source)
         self.context = context
@@ -219,6 +227,7 @@ class _Installation:
     # -- the steps -----------------------------------------------------------------------------
     def run(self) -> None:
         self.ctx = self._determine_slot_states()
+        self.notify("Checking and mounting bundle...")
         with self._check_bundle() as bundle, mount.mount_bundle(bundle, self.mountprefix) as bundle_mount:
             try:
                 self._install_mounted(bundle, bundle_mount)
@@ -308,6 +317,7 @@ class _Installation:
 
     def _update_slots(self, bundle: Bundle, plans: list[_Plan], henv: handlers.HandlerEnv) -> None:
         steps = self.steps
+        self.notify("Updating slots...")
         steps.begin("Updating slots", 100)
         marked: set[str] = set()
         # As RAUC: every target boot slot is marked bad before the first image is written (the tutorial
@@ -321,6 +331,7 @@ class _Installation:
             checked, end = 40 + 60 * (10 * n + 1) // parts, 40 + 60 * (10 * n + 10) // parts
             steps.set_percent(start)
             bootname = f" ({plan.slot.bootname})" if plan.slot.bootname else ""
+            self.notify(f"Checking slot {plan.slot.name}")
             steps.begin(f"Checking slot {plan.slot.name}{bootname}", checked)
             skip = self._skip(plan)
             steps.done()
@@ -330,9 +341,12 @@ class _Installation:
                 steps.done()
                 continue
             self.events.emit(eventlog.writeslot(f"Updating slot {plan.slot.name}"))
+            self.notify(f"Updating slot {plan.slot.name}")
             steps.begin(f"Copying image to {plan.slot.name}", end)
             self._update_slot(bundle, plan, henv, steps.progress(checked, end))
             steps.done()
+            self.notify(f"Updating slot {plan.slot.name} done")
+        self.notify("All slots updated")
         steps.set_percent(100)
         steps.done()
 
@@ -480,6 +494,7 @@ class _Installation:
             self._mark_status(plan.slot, "failed", quiet=True)
             raise
         testpoints.reach("copied")
+        self.notify(f"Updating slot {plan.slot.name} status")
         self._record_installed(bundle, plan)
 
     def _mark_status(self, slot: Slot, value: str, quiet: bool = False) -> None:

@@ -361,7 +361,8 @@ class Installer(ServiceInterface):
             update_mount_points(self.ctx.slots)
             install(source, args, config=self.config, context=self.ctx,
                     progress=lambda line: log.debug("installing %s: %s", source, line),
-                    on_step=lambda pct, msg, depth: call(self._set, "Progress", [pct, msg, depth]))
+                    on_step=lambda pct, msg, depth: call(self._set, "Progress", [pct, msg, depth]),
+                    notify=lambda message: log.info("installing %s: %s", source, message))
         except RaucError as e:
             error = str(e)
         except Exception as e:   # a bug must not leave the service busy forever

@@ -153,6 +153,25 @@ def test_install_bundle_signals_and_event_log(env: Env) -> None:
     assert [e["RAUC_EVENT_TYPE"] for e in entries] == ["boot", "mark", "mark"]
 
 
+def test_service_log_says_what_the_installation_does(env: Env) -> None:
+    """RAUC's service logs each status message of an installation as "installing <bundle>:
+    <message>" and passes the hooks' stdout through (the journal is where a device is debugged)."""
+    hook = '#!/bin/sh\necho "hook-stdout-$1"\nexit 0\n'
+    bundle = make_bundle(env.target, "journal", {"rootfs": ("rootfs.img", b"j" * 8192)},
+                         manifest_extra="[hooks]\nfilename=hook.sh\nhooks=install-check\n\n",
+                         files={"hook.sh": hook})
+    env.client.ok("InstallBundle", "sa{sv}", str(bundle), {})
+    assert env.client.wait_completed() == 0
+    env.client.wait_for("Operation", "idle")
+    said = [line[line.index("installing "):] for line in env.service.stderr().splitlines()
+            if f"installing {bundle}: " in line or f"installing `{bundle}`" in line]
+    assert [line.removeprefix(f"installing {bundle}: ") for line in said] == [
+        "started", "Checking and mounting bundle...", "Updating slots...", "Checking slot rootfs.1",
+        "Updating slot rootfs.1", "Updating slot rootfs.1 status", "Updating slot rootfs.1 done",
+        "All slots updated", "finished", f"installing `{bundle}` succeeded"]
+    assert "hook-stdout-install-check" in env.service.stdout().splitlines()
+
+
 def test_install_failure_last_error_and_rejected_event(env: Env) -> None:
     bundle = make_bundle(env.target, "other", {"rootfs": ("rootfs.img", b"x" * 4096)}, compatible="Other")
     env.client.ok("InstallBundle", "sa{sv}", str(bundle), {})
