@@ -24,6 +24,7 @@ slot is never touched and a target slot that was marked bad stays so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -228,7 +229,11 @@ class _Installation:
     def run(self) -> None:
         self.ctx = self._determine_slot_states()
         self.notify("Checking and mounting bundle...")
-        with self._check_bundle() as bundle, mount.mount_bundle(bundle, self.mountprefix) as bundle_mount:
+        with self._check_bundle() as bundle, contextlib.ExitStack() as mounted:
+            try:
+                bundle_mount = mounted.enter_context(mount.mount_bundle(bundle, self.mountprefix))
+            except RaucError as exc:
+                raise exc.prefixed("Failed mounting bundle: ") from exc
             try:
                 self._install_mounted(bundle, bundle_mount)
             except RaucError as exc:
@@ -343,7 +348,10 @@ class _Installation:
             self.events.emit(eventlog.writeslot(f"Updating slot {plan.slot.name}"))
             self.notify(f"Updating slot {plan.slot.name}")
             steps.begin(f"Copying image to {plan.slot.name}", end)
-            self._update_slot(bundle, plan, henv, steps.progress(checked, end))
+            try:
+                self._update_slot(bundle, plan, henv, steps.progress(checked, end))
+            except RaucError as exc:
+                raise exc.prefixed(f"Failed updating slot {plan.slot.name}: ") from exc
             steps.done()
             self.notify(f"Updating slot {plan.slot.name} done")
         self.notify("All slots updated")

@@ -381,7 +381,8 @@ def test_failing_post_install_hook_marks_failed(target: Target) -> None:
                   intermediates=[str(target.pki.intermediate.cert_path)])
     proc = install(target, bundle)
     expect_failure(proc, bundle,
-                   IE + "Slot post-install hook failed for rootfs.1: Hook returned with exit code 2: post failed")
+                   IE + "Failed updating slot rootfs.1: Slot post-install hook failed for rootfs.1: Hook returned "
+                   "with exit code 2: post failed")
     assert " 99% Copying image to rootfs.1 failed." in proc.stdout.splitlines()
     assert target.status().get_string("slot.rootfs.1", "status") == "failed"
 
