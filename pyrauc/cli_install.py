@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import logging
 import os
 import re
 import struct
@@ -147,7 +148,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     access = bundle_access(args, config)
     if is_url(source):
         access = access.with_info_headers()
-    with access.open(source if is_url(source) else local_path(source), detached=True) as bundle:
+    else:
+        source = local_path(source)
+        logging.getLogger("pyrauc").info("Reading bundle: %s", source)
+    with access.open(source, detached=True) as bundle:
         prefix = args.mount or config.mountprefix
         target = mount.mount_bundle_persistent(bundle, prefix)
     out(f"Mounted bundle at {target}. Use 'umount {target}' to unmount.")

@@ -296,6 +296,7 @@ def mount_bundle(bundle: BundleLike, mountprefix: str | os.PathLike[str] | None 
     For verity/crypt bundles the dm-verity status is checked after unmounting on success.
     """
     target = Path(mountpoint) if mountpoint is not None else bundle_mount_point(mountprefix)
+    log.info("Mounting bundle '%s' to '%s'", bundle.path, target)
     with ExitStack() as stack:
         devices = _open_devices(bundle, stack)
         with mounted(devices.top, target, fstype="squashfs", options=BUNDLE_MOUNT_OPTIONS) as path:
@@ -318,6 +319,7 @@ def mount_bundle_persistent(bundle: BundleLike, mountprefix: str | os.PathLike[s
                             mountpoint: str | os.PathLike[str] | None = None) -> Path:
     """Mount ``bundle`` and leave it mounted (``rauc mount``); ``umount`` later releases everything."""
     target = Path(mountpoint) if mountpoint is not None else bundle_mount_point(mountprefix)
+    log.info("Mounting bundle '%s' to '%s'", bundle.path, target)
     with ExitStack() as stack:
         devices = _open_devices(bundle, stack)
         stack.enter_context(mounted(devices.top, target, fstype="squashfs", options=BUNDLE_MOUNT_OPTIONS))
