@@ -155,12 +155,17 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, pause_point: s
 # central status file
 
 def _load_keyfile(path: Path) -> KeyFile:
+    """A status file; a missing one is empty, and so is one that cannot be read or parsed: as in
+    RAUC, a damaged status file costs the recorded status (with a warning), not the service or
+    the next update, which writes the file anew."""
     if not path.exists():
         return KeyFile()
     try:
         return KeyFile.load(path)
-    except KeyFileError as e:
-        raise StatusError(f"Failed to load status file {path}: {e}") from e
+    except (KeyFileError, OSError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        log.warning("Failed to load status file %s: %s", path, RaucError(reason))
+        return KeyFile()
 
 
 def load_central(config: SystemConfig) -> KeyFile:
@@ -257,10 +262,13 @@ def load_system_status(config: SystemConfig) -> dict[str, str]:
     kf = load_central(config)
     if not kf.has_group("system"):
         return {}
-    try:
-        return {k: kf.get_string("system", k) for k in kf.keys("system")}
-    except KeyFileError as e:
-        raise StatusError(f"Failed to load status file {config.statusfile}: {e}") from e
+    values: dict[str, str] = {}
+    for key in kf.keys("system"):
+        try:
+            values[key] = kf.get_string("system", key)
+        except KeyFileError as e:       # a damaged value is no value (see _load_keyfile)
+            log.warning("Failed to load status file %s: %s", config.statusfile, e)
+    return values
 
 
 def save_system_status(config: SystemConfig, values: dict[str, str]) -> None:

@@ -520,6 +520,32 @@ def test_startup_events(target: Target) -> None:
             client.close()
 
 
+def test_damaged_status_file_costs_the_status_not_the_service(target: Target) -> None:
+    """A central status file that cannot be parsed (a torn write, a bit flip): RAUC warns and goes on
+    with no recorded status; the service starts, status works, and the next install writes the file
+    anew. pyrauc's service refused to start, which blocked every further update."""
+    write_conf(target)
+    data = target.dir / "data"
+    data.mkdir()
+    (data / "central.raucs").write_bytes(b"[slot.rootfs.1]\njustakey\n\xff\xfe")
+    with private_bus() as bus:
+        client = BusClient(bus.address)
+        service = start(bus, target, client)
+        try:
+            e = Env(bus, target, service, client)
+            status = e.pyrauc("status", "--output-format=shell", "--detailed")
+            assert status.returncode == 0, status.stderr
+            assert "RAUC_SLOT_STATUS_STATUS_2=''" in status.stdout.splitlines()
+            assert "Failed to load status file" in service.stderr()
+            bundle = make_bundle(target, "after", {"rootfs": ("rootfs.img", b"a" * 4096)})
+            proc = e.pyrauc("install", str(bundle))
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert target.status().get_string("slot.rootfs.1", "status") == "ok"
+        finally:
+            client.close()
+            assert service.stop() == 0, service.stderr()
+
+
 def test_no_service_means_in_process(target: Target) -> None:
     """Without a bus (or with PYRAUC_SERVICE=always and no service) the client's choices."""
     bundle = make_bundle(target, "n", {"rootfs": ("rootfs.img", b"n" * 4096)})
