@@ -4,6 +4,12 @@
 attempts, written in hex like RAUC. mark-good sets ``boot-attempts`` (default 3), mark-bad 0,
 mark-active moves X to the front of BOOT_ORDER and sets ``boot-attempts-primary`` (default 3).
 A slot is good when it has attempts left; the primary is the first BOOT_ORDER entry with attempts.
+
+As RAUC's uboot backend: mark-bad also takes X out of BOOT_ORDER, mark-active keeps BOOT_ORDER's
+other entries as they are (it does not add slots that were taken out), and a counter U-Boot's
+scripts could not parse reads as its leading hex digits (``strtoul``; none: 0). If BOOT_ORDER cannot
+be read at all (fw_printenv fails), mark-bad only clears the counter and mark-active writes X
+followed by the other boot slots.
 """
 
 from __future__ import annotations
@@ -40,22 +46,28 @@ class UbootBackend(BackendBase):
         self.run([*self.setenv, key, value])
 
     def _left(self, bootname: str) -> int:
-        value = self.get(f"BOOT_{bootname}_LEFT")
-        if not value:
-            return 0
-        try:
-            return int(value, 16)
-        except ValueError as e:
-            raise self.error(f"Invalid value '{value}' of BOOT_{bootname}_LEFT") from e
+        value = (self.get(f"BOOT_{bootname}_LEFT") or "").strip().lower().removeprefix("0x")
+        digits = len(value) - len(value.lstrip("0123456789abcdef"))
+        return int(value[:digits], 16) if digits else 0
 
     def order(self) -> list[str]:
         return (self.get("BOOT_ORDER") or "").split()
+
+    def _order_if_readable(self) -> list[str] | None:
+        try:
+            return self.order()
+        except BootloaderError:
+            return None
 
     def get_state(self, slot: Slot) -> bool:
         return self._left(self.bootname(slot)) > 0
 
     def set_state(self, slot: Slot, good: bool) -> None:
         bn = self.bootname(slot)
+        if not good:
+            order = self._order_if_readable()
+            if order is not None:
+                self.set("BOOT_ORDER", " ".join(x for x in order if x != bn))
         self.set(f"BOOT_{bn}_LEFT", f"{self.config.boot_attempts:x}" if good else "0")
 
     def get_primary(self) -> Slot | None:
@@ -67,9 +79,9 @@ class UbootBackend(BackendBase):
 
     def set_primary(self, slot: Slot) -> None:
         bn = self.bootname(slot)
-        order = [bn] + [x for x in self.order() if x != bn]
-        for other in self.boot_slots():
-            if other.bootname is not None and other.bootname not in order:
-                order.append(other.bootname)
+        current = self._order_if_readable()
+        if current is None:
+            current = [other.bootname for other in self.boot_slots() if other.bootname is not None]
+        order = [bn] + [x for x in current if x != bn]
         self.set(f"BOOT_{bn}_LEFT", f"{self.config.boot_attempts_primary:x}")
         self.set("BOOT_ORDER", " ".join(order))

@@ -180,13 +180,27 @@ def test_uboot(tmp_path: Path) -> None:
     with pytest.raises(BootloaderError, match="Unable to find primary boot slot"):
         be.get_primary()
     assert not be.get_state(slots["efi.0"])
+    be.set_primary(slots["efi.1"])                     # no BOOT_ORDER yet: only the new primary
+    assert be.get("BOOT_ORDER") == "system1" and be.get("BOOT_system1_LEFT") == "b"
+    be.set("BOOT_ORDER", "system0 system1")
     be.set_primary(slots["efi.1"])
-    assert be.get("BOOT_ORDER") == "system1 system0" and be.get("BOOT_system1_LEFT") == "b"
+    assert be.get("BOOT_ORDER") == "system1 system0"
     be.set_state(slots["efi.0"], True)
     assert be.get("BOOT_system0_LEFT") == "c"
     assert be.get_primary() is slots["efi.1"]
-    be.set_state(slots["efi.1"], False)
-    assert be.get("BOOT_system1_LEFT") == "0" and be.get_primary() is slots["efi.0"]
+    be.set_state(slots["efi.1"], False)                # as RAUC: out of BOOT_ORDER, no attempts left
+    assert (be.get("BOOT_ORDER"), be.get("BOOT_system1_LEFT")) == ("system0", "0")
+    assert be.get_primary() is slots["efi.0"]
+    be.set_primary(slots["efi.1"])                     # back in front, the others kept as they are
+    assert be.get("BOOT_ORDER") == "system1 system0"
+    for value, left in (("zz", 0), ("3z", 3), ("0x0a", 10), ("", 0)):   # as strtoul(value, 16)
+        be.set("BOOT_system0_LEFT", value)
+        assert be._left("system0") == left, value
+    broken = UbootBackend(config, slots, printenv=["false"], setenv=["fw_setenv", "-c", str(cfg)])
+    broken.set_state(slots["efi.0"], False)            # BOOT_ORDER unreadable: the counter only
+    assert (be.get("BOOT_ORDER"), be.get("BOOT_system0_LEFT")) == ("system1 system0", "0")
+    broken.set_primary(slots["efi.0"])                 # ... and the boot slots in configuration order
+    assert be.get("BOOT_ORDER") == "system0 system1"
 
 
 def test_custom(tmp_path: Path) -> None:
