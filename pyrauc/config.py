@@ -603,5 +603,7 @@ class _Parser:
         for slot in c.slots.values():
             if slot.parent is not None and slot.parent not in c.slots:
                 raise ConfigError(f"Parent slot '{slot.parent}' not found!")
+            if slot.parent is not None and slot.bootname is not None:   # a child boots with its parent
+                raise ConfigError(f"Child slot '{slot.name}' has bootname set")
         _check_parents(c.slots)
         _check_bootnames(c.slots)

@@ -56,10 +56,13 @@ class EfiState:
         return st if has_order else None
 
     def number_of(self, label: str) -> str | None:
+        """The entry labelled ``label``; of several (``efibootmgr -c`` run twice), the last one
+        listed, as RAUC picks it."""
+        found = None
         for number, entry_label in self.entries.items():
             if entry_label == label:
-                return number
-        return None
+                found = number
+        return found
 
 
 class EfiBackend(BackendBase):
@@ -107,7 +110,10 @@ class EfiBackend(BackendBase):
             raise self.error(f"Did not find efi entry for bootname '{bootname}'!")
         return number, st
 
-    def _set_order(self, order: list[str]) -> None:
+    def _set_order(self, order: list[str], st: EfiState) -> None:
+        """Write BootOrder; numbers without a Boot#### entry (deleted entries) are left out, as
+        RAUC leaves them out (efibootmgr refuses them)."""
+        order = [n for n in order if n in st.entries]
         if order:
             self.run([self.efibootmgr, "--bootorder", ",".join(order)])
         else:
@@ -121,7 +127,7 @@ class EfiBackend(BackendBase):
     def set_state(self, slot: Slot, good: bool) -> None:
         number, st = self.entry(slot)
         rest = [n for n in st.order if n != number]
-        self._set_order([number, *rest] if good else rest)
+        self._set_order([number, *rest] if good else rest, st)
 
     def get_primary(self) -> Slot | None:
         st = self.read()
@@ -138,7 +144,7 @@ class EfiBackend(BackendBase):
         if self.config.efi_use_bootnext:
             self.run([self.efibootmgr, "--bootnext", number])
         else:
-            self._set_order([number] + [n for n in st.order if n != number])
+            self._set_order([number] + [n for n in st.order if n != number], st)
 
     def get_current(self) -> str | None:
         st = self.read()

@@ -79,6 +79,23 @@ def test_efi_bootorder(efi: Path) -> None:
     assert st["next"] is None and st["order"] == ["0002", "0001", "0000"]
 
 
+def test_efi_duplicate_labels_and_deleted_entries(efi: Path) -> None:
+    """As RAUC: of two entries with a slot's label the last listed is the slot's, and a BootOrder
+    number whose entry was deleted is left out when BootOrder is written (efibootmgr refuses it)."""
+    config, slots = make("efi")
+    state = efistate(efi)
+    state["entries"] = {"0001": {"label": "system0"}, "0002": {"label": "system1"}, "0004": {"label": "system1"}}
+    state["order"] = ["0001", "0004", "0002", "0003"]           # 0003: deleted
+    efi.write_text(json.dumps(state))
+    be = create_backend(config, slots)
+    be.set_state(slots["efi.1"], False)
+    assert efistate(efi)["order"] == ["0001", "0002"]
+    be.set_primary(slots["efi.1"])
+    assert efistate(efi)["next"] == "0004"
+    be.set_state(slots["efi.0"], True)
+    assert efistate(efi)["order"] == ["0001", "0002"]
+
+
 def test_efi_errors(efi: Path) -> None:
     config, slots = make("efi")
     state = efistate(efi)

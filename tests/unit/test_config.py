@@ -77,6 +77,8 @@ def test_data_directory_with_per_slot() -> None:
      "Unsupported slot type 'btrfs' for slot x.0 selected in system config"),
     (conf(tail="\n[slot.x.0]\ntype=raw\n"), "Key file does not have key “device” in group “slot.x.0”"),
     (conf(tail="\n[slot.x.0]\ndevice=/dev/x\nparent=y.0\n"), "Parent slot 'y.0' not found!"),
+    (conf(tail="\n[slot.x.0]\ndevice=/dev/x\nbootname=X\n\n[slot.y.0]\ndevice=/dev/y\nparent=x.0\nbootname=Y\n"),
+     "Child slot 'y.0' has bootname set"),
     (conf("grubenv=/boot/grubenv\n"), r"Invalid key 'grubenv' in group '\[system\]'"),
     (conf("efi-use-bootnext=false\n", bl="grub"), r"Invalid key 'efi-use-bootnext'"),
     (conf("boot-attempts=5\n"), "Configuring boot attempts is valid for uboot or barebox only"),
