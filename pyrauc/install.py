@@ -233,6 +233,8 @@ class _Installation:
             try:
                 bundle_mount = mounted.enter_context(mount.mount_bundle(bundle, self.mountprefix))
             except RaucError as exc:
+                if self.source_is_url:   # RAUC sets up the NBD stack while checking the bundle
+                    raise
                 raise exc.prefixed("Failed mounting bundle: ") from exc
             try:
                 self._install_mounted(bundle, bundle_mount)

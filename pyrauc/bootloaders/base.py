@@ -6,6 +6,7 @@ group). Errors are :class:`~pyrauc.errors.BootloaderError` prefixed with "<name>
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -63,9 +64,14 @@ class BackendBase:
         except OSError as e:
             raise self.error(f"Failed to start {argv[0]}: {e.strerror}") from e
         if r.returncode != 0:
+            # RAUC's (GLib's) words, the tool named as RAUC calls it (by name from PATH, a custom
+            # backend by its configured path), then the tool's last line of complaint
+            name = os.path.basename(argv[0])
+            shown = name if shutil.which(name) == argv[0] else argv[0]
+            how = (f"Child process killed by signal {-r.returncode}" if r.returncode < 0
+                   else f"Child process exited with code {r.returncode}")
             detail = (r.stderr or r.stdout).strip().splitlines()
-            raise self.error(f"{argv[0]} failed with exit code {r.returncode}"
-                             + (f": {detail[-1]}" if detail else ""))
+            raise self.error(f"Failed to run {shown}: {how}" + (f" ({detail[-1].strip()})" if detail else ""))
         return r.stdout
 
     def get_current(self) -> str | None:
