@@ -70,11 +70,6 @@ def mark_active(context: Context, slot: Slot) -> None:
         context.event_log.emit(eventlog.marked(slot.name, slot.bootname, "active", bundle_hash))
 
 
-def target_slots(context: Context, identifier: str) -> list[Slot]:
-    """The boot slots ``booted``, ``other`` or a slot name stands for (RAUC's errors otherwise)."""
-    return resolve_identifier(context.slots, context.booted, identifier)
-
-
 def mark_run(context: Context, state: str, identifier: str) -> tuple[list[Slot], str]:
     """``rauc status mark-good|mark-bad|mark-active [booted|other|SLOT]``: the slots marked and
     current RAUC's message ("marked slot(s) rootfs.1 as active").
@@ -84,7 +79,7 @@ def mark_run(context: Context, state: str, identifier: str) -> tuple[list[Slot],
     RaucErrors ("Failed marking slot X as good:  ..." with RAUC's two spaces); a status update that
     fails after activation is only logged as a warning.
     """
-    slots = target_slots(context, identifier)
+    slots = resolve_identifier(context.slots, context.booted, identifier)
     if state == MARK_ACTIVE:
         if len(slots) > 1:
             raise RaucError("cannot activate multiple slots")
@@ -100,15 +95,20 @@ def mark_run(context: Context, state: str, identifier: str) -> tuple[list[Slot],
     word = "good" if good else "bad"
     if good and len(slots) > 1:
         raise RaucError("cannot mark multiple slots as good")
-    for slot in slots:
-        try:
-            (mark_good if good else mark_bad)(context, slot)
-        except MarkError as exc:
-            raise exc.prefixed(f"Failed marking slot {slot.name} as {word}:  ") from exc
+    _set_each(context, slots, good)
     if good and context.config.prevent_late_fallback and context.booted is not None \
             and slots[0] is context.booted.root:
         _prevent_late_fallback(context, slots[0])
     return slots, _marked(slots, word)
+
+
+def _set_each(context: Context, slots: list[Slot], good: bool) -> None:
+    """Mark each slot good or bad; RAUC's "Failed marking slot X as good:  ..." on a refusal."""
+    for slot in slots:
+        try:
+            (mark_good if good else mark_bad)(context, slot)
+        except MarkError as exc:
+            raise exc.prefixed(f"Failed marking slot {slot.name} as {'good' if good else 'bad'}:  ") from exc
 
 
 def _marked(slots: list[Slot], state: str) -> str:
